@@ -1,0 +1,183 @@
+"""Model configuration: one frozen dataclass, validated when it is built.
+
+Every invalid combination fails here, before any layer exists, with a message that lists what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+BACKBONES = ("resnet", "densenet")
+GATE_TYPES = ("ff", "rnn", "none")
+ESTIMATORS = ("st", "gumbel")
+
+
+class ConfigError(ValueError):
+    """An invalid model configuration."""
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Configuration of a DDI network.
+
+    Args:
+      backbone: ``resnet`` (CIFAR ResNet, depth 6n+2) or ``densenet`` (DenseNet-BC, depth 6n+4).
+      depth: network depth.
+      num_classes: number of classes.
+      groups: G, the number of channel groups of a gated block; the options are skip, then the first
+        k of G groups for k = 1..G. G = 1 is plain layer skipping.
+      gate_type: ``ff`` (pooled features -> dense -> ReLU -> dense), ``rnn`` (one LSTM shared by all
+        gates) or ``none`` (the static backbone: no gates, every block always runs in full).
+      gate_hidden: hidden units of the ff gate, or the LSTM state size of the rnn gate.
+      gate_proj: size of the per-block projection that feeds the shared LSTM (rnn gates only).
+      estimator: ``st`` (argmax one-hot forward, softmax straight-through backward) or ``gumbel``
+        (Gumbel-softmax with a hard one-hot forward, used while training only).
+      temperature: Gumbel-softmax temperature.
+      exits: block counts after which an exit classifier sits (1-based, increasing, each smaller than
+        the number of blocks). The backbone's own head after the last block is always the final exit.
+      exit_width: channels of the 1x1 conv inside an intermediate exit head.
+      growth_rate: DenseNet growth rate.
+      compression: DenseNet-BC transition compression.
+      weight_decay: L2 factor applied to conv and dense kernels.
+    """
+
+    backbone: str = "resnet"
+    depth: int = 20
+    num_classes: int = 10
+    groups: int = 4
+    gate_type: str = "ff"
+    gate_hidden: int = 16
+    gate_proj: int = 16
+    estimator: str = "st"
+    temperature: float = 1.0
+    exits: tuple[int, ...] = ()
+    exit_width: int = 64
+    growth_rate: int = 12
+    compression: float = 0.5
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+        self.validate()
+
+    # --- derived structure -------------------------------------------------------------------------
+    @property
+    def gated(self) -> bool:
+        """Whether blocks have gates (False for the static backbone)."""
+        return self.gate_type != "none"
+
+    @property
+    def blocks_per_stage(self) -> int:
+        """Blocks (ResNet) or dense layers (DenseNet) in each of the three resolution stages."""
+        if self.backbone == "resnet":
+            return (self.depth - 2) // 6
+        return (self.depth - 4) // 6
+
+    @property
+    def num_blocks(self) -> int:
+        """Total number of gated units (residual blocks or dense layers)."""
+        return 3 * self.blocks_per_stage
+
+    @property
+    def exit_positions(self) -> tuple[int, ...]:
+        """Block counts after which an exit sits, the final exit included."""
+        return (*self.exits, self.num_blocks)
+
+    def option_names(self) -> list[str]:
+        """Names of a gated block's options, cheapest first: skip, w1..wG (wG is the full block)."""
+        return ["skip"] + [f"w{k}" for k in range(1, self.groups + 1)]
+
+    def validate(self) -> None:
+        """Raises ConfigError with a message listing what is valid."""
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone == "resnet":
+            if self.depth < 8 or (self.depth - 2) % 6:
+                valid = ", ".join(str(6 * n + 2) for n in (1, 2, 3, 4, 5, 6, 9, 12, 18))
+                raise ConfigError(
+                    f"ResNet depth must be 6n+2 with n >= 1 (for example {valid}; the paper uses 38, 74, "
+                    f"110), got {self.depth}"
+                )
+        elif self.depth < 10 or (self.depth - 4) % 6:
+            raise ConfigError(
+                "DenseNet-BC depth must be 6n+4 with n >= 1 (for example 40, 52, 100, 190), "
+                f"got {self.depth}"
+            )
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.gate_type not in GATE_TYPES:
+            raise ConfigError(f"gate_type must be one of {GATE_TYPES}, got {self.gate_type!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.gate_hidden < 1 or self.gate_proj < 1 or self.exit_width < 1:
+            raise ConfigError("gate_hidden, gate_proj and exit_width must be >= 1")
+        if self.growth_rate < 1 or not 0 < self.compression <= 1:
+            raise ConfigError("growth_rate must be >= 1 and compression in (0, 1]")
+        for width in self.gated_widths():
+            if self.groups < 1 or width % self.groups:
+                valid = [d for d in _divisors(min(self.gated_widths())) if all(
+                    w % d == 0 for w in self.gated_widths())]
+                raise ConfigError(
+                    f"groups={self.groups} does not divide the gated inner width {width} of this "
+                    f"{self.backbone}; valid channel-group counts: {valid}"
+                )
+        n = self.num_blocks
+        if list(self.exits) != sorted(set(self.exits)) or any(not 1 <= e < n for e in self.exits):
+            raise ConfigError(
+                f"exits must be increasing block counts in 1..{n - 1} (the final exit after block {n} is "
+                f"always present), got {list(self.exits)}"
+            )
+
+    def gated_widths(self) -> list[int]:
+        """Inner channel widths that are split into channel groups."""
+        if self.backbone == "resnet":
+            return [16, 32, 64]
+        return [4 * self.growth_rate]
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (exits as a list)."""
+        d = dataclasses.asdict(self)
+        d["exits"] = list(self.exits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def resolve_exits(num_blocks: int, blocks_per_stage: int, exit_every: int, stage_ends: bool,
+                  explicit: Sequence[int] = ()) -> tuple[int, ...]:
+    """Computes exit positions from the usual recipes.
+
+    Args:
+      num_blocks: total gated blocks.
+      blocks_per_stage: blocks per resolution stage.
+      exit_every: an exit after every ``exit_every`` blocks (0 for none).
+      stage_ends: an exit at the end of each resolution stage.
+      explicit: explicit positions (used alone when given).
+
+    Returns:
+      Sorted positions in 1..num_blocks-1 (the final exit is implicit).
+    """
+    if explicit:
+        return tuple(int(e) for e in explicit)
+    pos: set[int] = set()
+    if exit_every < 0:
+        raise ConfigError(f"exit_every must be >= 0, got {exit_every}")
+    if exit_every:
+        pos.update(range(exit_every, num_blocks, exit_every))
+    if stage_ends:
+        pos.update(range(blocks_per_stage, num_blocks, blocks_per_stage))
+    return tuple(sorted(p for p in pos if 1 <= p < num_blocks))

@@ -1,0 +1,286 @@
+"""The DDI network as a functional tf_keras model: backbone, MGL2S gates, anytime exits, cost accounting.
+
+``build_model(cfg)`` returns a functional model (tfmot can wrap it) whose outputs are a dict:
+
+- ``exit{j}_logits`` (B, num_classes): every exit's logits;
+- ``exit{j}_cost`` (B,) float64: executed cost up to and including exit j, in the cost table's unit;
+- ``exit{j}_reached`` (B,): 1 where the sample reached exit j within its budget (always 1 without one);
+- ``block{b}_decision`` (B, G+1): the one-hot option each gated block ran (after budget downgrades);
+- ``block{b}_probs`` (B, G+1): the gate's softmax.
+
+Channel-wise skipping without masks on the deployed path: a block's second convolution is split by input
+channel group into G convolutions whose partial sums give the output of every width k (the first k groups)
+at the cost of one full convolution. Each width has its own batch norm after that convolution (switchable
+BN), so its statistics are those of that width. The deployed pieces (``ddi_tf.export``) slice the weights
+and run only the chosen width.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from ddi_tf.arch import build_pieces
+from ddi_tf.config import ModelConfig
+from ddi_tf.costs import CostTable, cost_table
+from ddi_tf.layers import (
+    GATE_MODES,
+    BatchZeros,
+    BudgetGuard,
+    ChannelGroups,
+    CostState,
+    GateDecision,
+    LSTMCellOps,
+    OptionSelect,
+)
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+class _Builder:
+    """Builds the functional graph piece by piece, threading the cost state through BudgetGuards."""
+
+    def __init__(self, cfg: ModelConfig, table: CostTable, budget_input: bool):
+        self.cfg = cfg
+        self.table = table
+        self.reserves = table.reserves()
+        self.budget_input = budget_input
+        self.reg = keras.regularizers.L2(cfg.weight_decay / 2) if cfg.weight_decay else None
+        self.outputs: dict[str, tf.Tensor] = {}
+        self.image = keras.Input((32, 32, 3), name="image")
+        self.budget = keras.Input((), name="budget", dtype="float64") if budget_input else None
+        self.state = BatchZeros(2, dtype="float64", name="cost_init")(self.image)
+        self.exit_index = 0
+        self.rnn_state: list[tf.Tensor] | None = None
+        self.shared: dict[str, keras.layers.Layer] = {}
+
+    # --- small helpers -----------------------------------------------------------------------------------
+    def conv(self, x, filters: int, kernel: int, name: str, stride: int = 1):
+        return keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
+                                   kernel_initializer="he_normal", kernel_regularizer=self.reg, name=name)(x)
+
+    def bn(self, x, name: str):
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+
+    def dense(self, x, units: int, name: str, activation=None):
+        return keras.layers.Dense(units, activation=activation, kernel_regularizer=self.reg, name=name)(x)
+
+    def guard(self, piece: str, onehot=None):
+        i = self.table.index(piece)
+        args = [self.state] + ([onehot] if onehot is not None else []) + ([self.budget] if self.budget_input else [])
+        out = BudgetGuard(list(self.table.costs[i]), self.reserves[i], self.budget_input, name=f"{piece}_guard")(args)
+        if onehot is None:
+            self.state = out
+            return None
+        self.state, onehot = out
+        return onehot
+
+    # --- gates ---------------------------------------------------------------------------------------------
+    def gate(self, b: int, x):
+        """Runs gate b on the block input x; returns the (budget-checked) one-hot decision."""
+        cfg = self.cfg
+        n = cfg.groups + 1
+        self.guard(f"gate{b}")
+        pooled = keras.layers.GlobalAveragePooling2D(name=f"gate{b}_pool")(x)
+        if cfg.gate_type == "ff":
+            h = self.dense(pooled, cfg.gate_hidden, f"gate{b}_fc1", activation="relu")
+            logits = self.dense(h, n, f"gate{b}_fc2")
+        else:
+            if self.rnn_state is None:
+                zeros = BatchZeros(cfg.gate_hidden, name="gate_state_init")(x)
+                self.rnn_state = [zeros, zeros]
+                self.shared["lstm"] = keras.layers.Dense(4 * cfg.gate_hidden, name="gate_lstm",
+                                                         kernel_regularizer=self.reg)
+                self.shared["out"] = keras.layers.Dense(n, name="gate_out", kernel_regularizer=self.reg)
+            proj = self.dense(pooled, cfg.gate_proj, f"gate{b}_proj", activation="relu")
+            h_prev, c_prev = self.rnn_state
+            z = self.shared["lstm"](keras.layers.Concatenate(name=f"gate{b}_concat")([proj, h_prev]))
+            h, c = LSTMCellOps(cfg.gate_hidden, name=f"gate{b}_cell")([z, c_prev])
+            self.rnn_state = [h, c]
+            logits = self.shared["out"](h)
+        onehot, probs = GateDecision(n, cfg.estimator, cfg.temperature, name=f"gate{b}_decision")(logits)
+        onehot = self.guard(f"block{b}", onehot)
+        self.outputs[f"block{b}_decision"] = onehot
+        self.outputs[f"block{b}_probs"] = probs
+        return onehot
+
+    # --- partial sums over channel groups ------------------------------------------------------------------
+    def grouped_conv(self, h, b: int, filters: int, kernel: int):
+        """conv(h[..., :k*C/G]) for every k, from G convolutions over the groups and a running sum."""
+        parts = ChannelGroups(self.cfg.groups, name=f"block{b}_groups")(h)
+        partial = [self.conv(p, filters, kernel, f"block{b}_conv2_g{j + 1}") for j, p in enumerate(parts)]
+        sums = [partial[0]]
+        for j in range(1, len(partial)):
+            sums.append(keras.layers.Add(name=f"block{b}_sum{j + 1}")([sums[-1], partial[j]]))
+        return sums
+
+    # --- exits ---------------------------------------------------------------------------------------------
+    def exit(self, x, final: bool, preact: bool):
+        j = self.exit_index
+        if preact:
+            x = keras.layers.ReLU(name=f"exit{j}_relu")(self.bn(x, f"exit{j}_bn"))
+        if not final:
+            if x.shape[1] > 4:
+                x = keras.layers.AveragePooling2D(2, name=f"exit{j}_pool")(x)
+            x = self.conv(x, self.cfg.exit_width, 1, f"exit{j}_conv")
+            x = keras.layers.ReLU(name=f"exit{j}_conv_relu")(self.bn(x, f"exit{j}_conv_bn"))
+        x = keras.layers.GlobalAveragePooling2D(name=f"exit{j}_gap")(x)
+        logits = self.dense(x, self.cfg.num_classes, f"exit{j}_fc")
+        self.guard(f"exit{j}")
+        cost, reached = CostState(name=f"exit{j}_state")(self.state)
+        self.outputs[f"exit{j}_logits"] = logits
+        self.outputs[f"exit{j}_cost"] = cost
+        self.outputs[f"exit{j}_reached"] = reached
+        self.exit_index += 1
+
+    # --- backbones -----------------------------------------------------------------------------------------
+    def resnet(self):
+        cfg = self.cfg
+        self.guard("stem")
+        x = keras.layers.ReLU(name="stem_relu")(self.bn(self.conv(self.image, 16, 3, "stem_conv"), "stem_bn"))
+        cin, b = 16, 0
+        for stage, width in enumerate((16, 32, 64)):
+            for i in range(cfg.blocks_per_stage):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                onehot = self.gate(b, x) if cfg.gated else None
+                if not cfg.gated:
+                    self.guard(f"block{b}")
+                h = self.conv(x, width, 3, f"block{b}_conv1", stride)
+                h = keras.layers.ReLU(name=f"block{b}_relu1")(self.bn(h, f"block{b}_bn1"))
+                if stride != 1 or cin != width:
+                    shortcut = self.bn(self.conv(x, width, 1, f"block{b}_proj", stride), f"block{b}_proj_bn")
+                else:
+                    shortcut = x
+                if cfg.gated:
+                    sums = self.grouped_conv(h, b, width, 3)
+                    branches = [self.bn(s, f"block{b}_bn2_w{k + 1}") for k, s in enumerate(sums)]
+                    y = OptionSelect(True, name=f"block{b}_select")([onehot, shortcut, *branches])
+                else:
+                    y = keras.layers.Add(name=f"block{b}_add")(
+                        [shortcut, self.bn(self.conv(h, width, 3, f"block{b}_conv2"), f"block{b}_bn2")])
+                x = keras.layers.ReLU(name=f"block{b}_relu2")(y)
+                cin, b = width, b + 1
+                if b in cfg.exit_positions:
+                    self.exit(x, final=b == cfg.num_blocks, preact=False)
+
+    def densenet(self):
+        cfg = self.cfg
+        g = cfg.growth_rate
+        self.guard("stem")
+        x = self.conv(self.image, 2 * g, 3, "stem_conv")
+        c, b = 2 * g, 0
+        for stage in range(3):
+            for _ in range(cfg.blocks_per_stage):
+                onehot = self.gate(b, x) if cfg.gated else None
+                if not cfg.gated:
+                    self.guard(f"block{b}")
+                h = keras.layers.ReLU(name=f"block{b}_relu1")(self.bn(x, f"block{b}_bn1"))
+                h = self.conv(h, 4 * g, 1, f"block{b}_conv1")
+                h = keras.layers.ReLU(name=f"block{b}_relu2")(self.bn(h, f"block{b}_bn2"))
+                if cfg.gated:
+                    new = OptionSelect(False, name=f"block{b}_select")([onehot, *self.grouped_conv(h, b, g, 3)])
+                else:
+                    new = self.conv(h, g, 3, f"block{b}_conv2")
+                x = keras.layers.Concatenate(name=f"block{b}_concat")([x, new])
+                c, b = c + g, b + 1
+                if b in cfg.exit_positions:
+                    self.exit(x, final=b == cfg.num_blocks, preact=True)
+            if stage < 2:
+                self.guard(f"transition{stage}")
+                c = int(c * cfg.compression)
+                h = keras.layers.ReLU(name=f"transition{stage}_relu")(self.bn(x, f"transition{stage}_bn"))
+                h = self.conv(h, c, 1, f"transition{stage}_conv")
+                x = keras.layers.AveragePooling2D(2, name=f"transition{stage}_pool")(h)
+
+
+def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: bool = False,
+                name: str | None = None) -> keras.Model:
+    """Builds the DDI network (or the static backbone when ``cfg.gate_type == 'none'``).
+
+    Args:
+      cfg: the model configuration.
+      table: the cost table the model accounts in (default: MACs of ``cfg``'s pieces).
+      budget_input: add a ``budget`` input (B,) and enforce it per sample (the evaluation-time policy);
+        without it the model only accounts costs.
+      name: model name.
+
+    Returns:
+      A functional model taking ``image`` (B, 32, 32, 3) normalised float32 (and ``budget``) and
+      returning the dict of named outputs described in the module docstring.
+    """
+    table = table or cost_table(build_pieces(cfg), "macs")
+    expected = [p.name for p in build_pieces(cfg)]
+    if list(table.names) != expected:
+        raise ValueError(f"cost table pieces {list(table.names)} do not match the model's {expected}")
+    builder = _Builder(cfg, table, budget_input)
+    builder.resnet() if cfg.backbone == "resnet" else builder.densenet()
+    inputs = {"image": builder.image, "budget": builder.budget} if budget_input else builder.image
+    default = f"ddi_{cfg.backbone}{cfg.depth}" if cfg.gated else f"static_{cfg.backbone}{cfg.depth}"
+    return keras.Model(inputs, builder.outputs, name=name or default)
+
+
+def gate_layers(model: keras.Model) -> list[GateDecision]:
+    """The model's GateDecision layers in block order."""
+    return [layer for layer in model.layers if isinstance(layer, GateDecision)]
+
+
+def set_gate_mode(model: keras.Model, mode: str, random_prob: float = 0.0, fixed_option: int | None = None) -> None:
+    """Sets how every gate decides (see ``GateDecision``); takes effect in functions traced afterwards."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"gate mode must be one of {GATE_MODES}, got {mode!r}")
+    if not 0.0 <= random_prob <= 1.0:
+        raise ValueError(f"random_prob must be in [0, 1], got {random_prob}")
+    for layer in gate_layers(model):
+        layer.mode = mode
+        layer.random_prob = random_prob
+        if fixed_option is not None:
+            if not 0 <= fixed_option < layer.num_options:
+                raise ValueError(f"fixed_option must be in [0, {layer.num_options}), got {fixed_option}")
+            layer.fixed_option = fixed_option
+
+
+def num_exits(model: keras.Model) -> int:
+    """Number of exits of a model built by ``build_model``."""
+    return sum(1 for k in model.output if re.fullmatch(r"exit\d+_logits", k))
+
+
+def copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    """Copies weights between two models of the same architecture (e.g. a cost-unit or budget variant).
+
+    Layers are matched by name; every weighted layer of ``dst`` must exist in ``src``.
+    """
+    for layer in dst.layers:
+        if layer.weights:
+            layer.set_weights(src.get_layer(layer.name).get_weights())
+
+
+def static_from_ddi(ddi: keras.Model, static: keras.Model, groups: int) -> None:
+    """Loads a gated model's weights into the static backbone (gate_type 'none', same exits).
+
+    The G per-group convolutions are concatenated along the input channels into one convolution and the
+    full width's batch norm becomes the block's batch norm, so that the static model computes what the
+    gated model computes with every gate forced to full.
+    """
+    for layer in static.layers:
+        if not layer.weights:
+            continue
+        m = re.fullmatch(r"(block\d+)_(conv2|bn2)", layer.name)
+        if m and m.group(2) == "conv2":
+            parts = [ddi.get_layer(f"{m.group(1)}_conv2_g{j}").get_weights()[0] for j in range(1, groups + 1)]
+            layer.set_weights([np.concatenate(parts, axis=2)])
+        elif m and _has_layer(ddi, f"{m.group(1)}_bn2_w{groups}"):
+            layer.set_weights(ddi.get_layer(f"{m.group(1)}_bn2_w{groups}").get_weights())
+        else:
+            layer.set_weights(ddi.get_layer(layer.name).get_weights())
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    try:
+        model.get_layer(name)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,142 @@
+"""Inference policies over a data set's exit outputs, vectorised in numpy.
+
+- Input-dependent: a sample answers at the first exit whose max-softmax confidence reaches that exit's
+  threshold (the last reached exit always answers). Thresholds are calibrated on a validation split to a
+  requested mean cost, never on the test split.
+- Resource-dependent: a hard per-sample budget, enforced inside the model by ``BudgetGuard`` layers
+  (``build_model(..., budget_input=True)``): a sample stops before a piece that would leave no affordable
+  way to the next exit and answers from the latest exit reached.
+- DDI: both together (the thresholds applied to the exits a budgeted sample reached).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ExitOutputs:
+    """Per-sample, per-exit arrays (N samples, E exits).
+
+    Args:
+      probs_max: max softmax probability at each exit.
+      pred: argmax class at each exit.
+      cost: executed cost up to and including each exit.
+      reached: whether the sample reached each exit (within its budget).
+      labels: (N,) true labels.
+    """
+
+    probs_max: np.ndarray
+    pred: np.ndarray
+    cost: np.ndarray
+    reached: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def num_exits(self) -> int:
+        """E."""
+        return self.pred.shape[1]
+
+    @classmethod
+    def from_model_outputs(cls, out: dict[str, np.ndarray], labels: np.ndarray) -> ExitOutputs:
+        """Builds the arrays from a ``build_model`` output dict (numpy, concatenated over the data set)."""
+        e = sum(1 for k in out if k.startswith("exit") and k.endswith("_logits"))
+        logits = np.stack([out[f"exit{j}_logits"] for j in range(e)], axis=1).astype(np.float64)
+        z = logits - logits.max(axis=-1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+        return cls(probs_max=p.max(axis=-1), pred=logits.argmax(axis=-1),
+                   cost=np.stack([out[f"exit{j}_cost"] for j in range(e)], axis=1).astype(np.float64),
+                   reached=np.stack([out[f"exit{j}_reached"] for j in range(e)], axis=1) > 0.5,
+                   labels=np.asarray(labels))
+
+
+def choose_exit(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float) -> np.ndarray:
+    """Index of the answering exit per sample: the first reached exit with confidence >= its threshold,
+    else the last reached exit; -1 when no exit was reached."""
+    n, e = outputs.pred.shape
+    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (e,))
+    confident = outputs.reached & (outputs.probs_max >= t[None, :])
+    confident[:, -1] |= outputs.reached[:, -1]
+    first_conf = np.where(confident.any(axis=1), confident.argmax(axis=1), -1)
+    last_reached = np.where(outputs.reached.any(axis=1), e - 1 - outputs.reached[:, ::-1].argmax(axis=1), -1)
+    return np.where(first_conf >= 0, first_conf, last_reached)
+
+
+def evaluate(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float = 1.0 + 1e-9,
+             budget: float | None = None) -> dict:
+    """Accuracy and cost of the policy that answers at ``choose_exit``.
+
+    A confidence is at most 1, so the default threshold never exits early: a sample answers from the last
+    exit it reached. Returns ``accuracy``, ``mean_cost``, ``max_cost``, ``over_budget``, ``unanswered``
+    and ``exit_histogram`` (fraction of samples answering at each exit).
+    """
+    idx = choose_exit(outputs, thresholds)
+    rows = np.arange(len(idx))
+    answered = idx >= 0
+    safe = np.maximum(idx, 0)
+    correct = (outputs.pred[rows, safe] == outputs.labels) & answered
+    cost = np.where(answered, outputs.cost[rows, safe], 0.0)
+    hist = np.bincount(safe[answered], minlength=outputs.num_exits) / max(len(idx), 1)
+    return {
+        "accuracy": float(correct.mean()) if len(idx) else 0.0,
+        "mean_cost": float(cost.mean()) if len(idx) else 0.0,
+        "max_cost": float(cost.max()) if len(idx) else 0.0,
+        "over_budget": int((cost > budget).sum()) if budget is not None else 0,
+        "unanswered": int((~answered).sum()),
+        "exit_histogram": [float(h) for h in hist],
+    }
+
+
+def calibrate_threshold(outputs: ExitOutputs, target_mean_cost: float, iters: int = 40) -> float:
+    """The largest shared threshold whose mean cost stays within ``target_mean_cost``.
+
+    Mean cost grows with the threshold (more samples continue to later exits), so a bisection on
+    [0, 1 + eps] finds it. When even threshold 0 (everyone at the first reached exit) costs more than the
+    target, 0 is returned; when no early exit at all fits, the no-early-exit threshold is returned.
+    """
+    never = 1.0 + 1e-9
+    if evaluate(outputs, never)["mean_cost"] <= target_mean_cost:
+        return never
+    lo, hi = 0.0, never
+    if evaluate(outputs, lo)["mean_cost"] > target_mean_cost:
+        return lo
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if evaluate(outputs, mid)["mean_cost"] <= target_mean_cost:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def simulate_budget(piece_costs: list[list[float]], kinds: list[str], reserves: list[float], chosen: list[int],
+                    budget: float) -> tuple[list[int], float, int]:
+    """The reservation rule for one sample, in plain Python (reference for tests and runtimes).
+
+    Args:
+      piece_costs: option costs of each piece in order.
+      kinds: piece kinds.
+      reserves: ``CostTable.reserves()``.
+      chosen: for each piece the option it would run without a budget (gate choice; 0 for single-option
+        pieces).
+      budget: the sample's budget.
+
+    Returns:
+      (option run per piece or -1 where halted, cost spent, number of exits reached).
+    """
+    spent, halted, ran, exits = 0.0, False, [], 0
+    for costs, kind, reserve, want in zip(piece_costs, kinds, reserves, chosen, strict=True):
+        if not halted and spent + min(costs) + reserve > budget:
+            halted = True
+        if halted:
+            ran.append(-1)
+            continue
+        opt = want
+        while opt > 0 and spent + costs[opt] + reserve > budget:
+            opt -= 1
+        spent += costs[opt]
+        ran.append(opt)
+        exits += kind == "exit"
+    return ran, spent, exits

@@ -1,0 +1,305 @@
+"""Model, layers, cost accounting and the budget rule, on tiny shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ddi_tf  # noqa: F401
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddi_tf import policies
+from ddi_tf.arch import backbone_macs, build_pieces, full_macs
+from ddi_tf.config import ConfigError, ModelConfig
+from ddi_tf.costs import CostError, cost_table
+from ddi_tf.layers import CUSTOM_OBJECTS, BudgetGuard, GateDecision
+from ddi_tf.model import build_model, copy_weights, set_gate_mode, static_from_ddi
+
+TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
+
+
+def _x(n: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 32, 32, 3)).astype(np.float32)
+
+
+def _randomize_bn(model: keras.Model, seed: int = 0) -> None:
+    """Non-trivial BN statistics so that equality tests are not trivially true."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+
+
+# --- configuration ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"depth": 21}, "6n+2"),
+    ({"backbone": "densenet", "depth": 41}, "6n+4"),
+    ({"groups": 3}, "valid channel-group counts: [1, 2, 4, 8, 16]"),
+    ({"depth": 8, "exits": (3,)}, "in 1..2"),
+    ({"depth": 8, "exits": (2, 1)}, "increasing"),
+    ({"gate_type": "lstm"}, "gate_type must be one of"),
+])
+def test_invalid_configs_fail_with_what_is_valid(kwargs, fragment):
+    with pytest.raises(ConfigError, match=None) as e:
+        ModelConfig(**kwargs)
+    assert fragment in str(e.value)
+
+
+def test_config_dict_round_trip():
+    cfg = ModelConfig(depth=38, exits=(6, 12), gate_type="rnn")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --- layers -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(CUSTOM_OBJECTS))
+def test_custom_layer_config_round_trip(name):
+    cls = CUSTOM_OBJECTS[name]
+    args = {"GateDecision": {"num_options": 5, "estimator": "gumbel", "temperature": 0.5},
+            "ChannelGroups": {"groups": 4}, "OptionSelect": {"has_base": False}, "LSTMCellOps": {"units": 7},
+            "BatchZeros": {"units": 3}, "BudgetGuard": {"costs": [1.0, 2.5], "reserve": 4.0, "use_budget": True},
+            "CostState": {}}[name]
+    layer = cls(name="x", **args)
+    clone = cls.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    for k, v in args.items():
+        assert getattr(clone, k) == v
+
+
+def test_model_serialises_and_reloads_with_same_outputs(tmp_path):
+    model = build_model(TINY)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
+        loaded = keras.models.load_model(path)
+    a, b = model(_x(), training=False), loaded(_x(), training=False)
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+
+
+def test_gate_decision_is_hard_one_hot_with_straight_through_gradient():
+    layer = GateDecision(3)
+    logits = tf.Variable([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    with tf.GradientTape() as tape:
+        hard, _ = layer(logits, training=True)
+        loss = tf.reduce_sum(hard * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(hard.numpy(), [[0, 1, 0], [1, 0, 0]])
+    grad = tape.gradient(loss, logits).numpy()
+    assert np.abs(grad).sum() > 0
+
+
+def test_gumbel_estimator_is_one_hot_while_training_and_argmax_at_inference():
+    layer = GateDecision(4, estimator="gumbel", temperature=0.5)
+    logits = tf.constant(np.random.default_rng(0).normal(size=(64, 4)), tf.float32)
+    hard, _ = layer(logits, training=True)
+    np.testing.assert_allclose(hard.numpy().sum(-1), 1.0)
+    assert set(np.unique(hard.numpy())) <= {0.0, 1.0}
+    inf, _ = layer(logits, training=False)
+    np.testing.assert_array_equal(inf.numpy().argmax(-1), logits.numpy().argmax(-1))
+
+
+# --- model structure ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg", [TINY, dataclasses.replace(TINY, gate_type="rnn"),
+                                 ModelConfig(backbone="densenet", depth=10, growth_rate=4, groups=2, exits=(1,),
+                                             exit_width=8, gate_hidden=4)],
+                         ids=["resnet-ff", "resnet-rnn", "densenet-ff"])
+def test_output_names_and_shapes(cfg):
+    model = build_model(cfg)
+    out = model(_x(3), training=False)
+    e, g = len(cfg.exit_positions), cfg.groups + 1
+    assert {k for k in out if k.startswith("exit")} == {f"exit{j}_{s}" for j in range(e)
+                                                         for s in ("logits", "cost", "reached")}
+    for j in range(e):
+        assert out[f"exit{j}_logits"].shape == (3, cfg.num_classes)
+        assert out[f"exit{j}_cost"].shape == (3,)
+    for b in range(cfg.num_blocks):
+        assert out[f"block{b}_decision"].shape == (3, g)
+        assert out[f"block{b}_probs"].shape == (3, g)
+
+
+@pytest.mark.parametrize("backbone, depth", [("resnet", 8), ("densenet", 10)])
+def test_all_full_gates_equal_the_static_backbone(backbone, depth):
+    cfg = ModelConfig(backbone=backbone, depth=depth, groups=2, exits=(1,), exit_width=8, gate_hidden=4,
+                      growth_rate=4)
+    ddi = build_model(cfg)
+    _randomize_bn(ddi)
+    static = build_model(dataclasses.replace(cfg, gate_type="none"))
+    static_from_ddi(ddi, static, cfg.groups)
+    set_gate_mode(ddi, "full")
+    x = _x(8)
+    a, b = ddi(x, training=False), static(x, training=False)
+    for j in range(len(cfg.exit_positions)):
+        la, lb = a[f"exit{j}_logits"].numpy(), b[f"exit{j}_logits"].numpy()
+        # Same weights; the only difference is the summation order of the grouped convolution.
+        np.testing.assert_allclose(la, lb, rtol=1e-4, atol=1e-4 * np.abs(lb).max())
+        np.testing.assert_array_equal(la.argmax(-1), lb.argmax(-1))
+    # The static model accounts exactly the backbone's pieces (no gates), the ddi one adds its gates.
+    gate_macs = sum(p.options[0].macs for p in build_pieces(cfg) if p.kind == "gate")
+    np.testing.assert_allclose(a["exit1_cost"].numpy() - b["exit1_cost"].numpy(), gate_macs)
+
+
+def test_skipped_block_leaves_exactly_the_shortcut():
+    cfg = ModelConfig(depth=14, groups=2, gate_hidden=4)  # 2 blocks per stage: block1 identity, block2 projection
+    model = build_model(cfg)
+    _randomize_bn(model)
+    set_gate_mode(model, "fixed", fixed_option=0)
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in
+                                      ("block0_relu2", "block1_relu2", "block2_relu2", "block2_proj_bn")])
+    x0, x1, x2, proj = [t.numpy() for t in probe(_x(), training=False)]
+    np.testing.assert_array_equal(x1, x0)  # identity shortcut, input already non-negative
+    np.testing.assert_array_equal(x2, np.maximum(proj, 0.0))  # projection block still runs its shortcut
+
+
+def test_narrow_width_equals_sliced_computation():
+    """Width k = the first k groups of conv1's channels through the matching input slice of conv2."""
+    cfg = ModelConfig(depth=8, groups=4, gate_hidden=4)
+    model = build_model(cfg)
+    _randomize_bn(model)
+    set_gate_mode(model, "fixed", fixed_option=2)  # w2: first 2 of 4 groups
+    probe = keras.Model(model.input, [model.get_layer("stem_relu").output, model.get_layer("block0_relu2").output])
+    x_in, y = [t.numpy() for t in probe(_x(), training=False)]
+    conv1 = model.get_layer("block0_conv1").get_weights()[0][..., :8]
+    g, bt, m, v = model.get_layer("block0_bn1").get_weights()
+    h = tf.nn.conv2d(x_in, conv1, 1, "SAME").numpy()
+    h = np.maximum((h - m[:8]) / np.sqrt(v[:8] + 1e-5) * g[:8] + bt[:8], 0)
+    w2 = np.concatenate([model.get_layer(f"block0_conv2_g{j}").get_weights()[0] for j in (1, 2)], axis=2)
+    z = tf.nn.conv2d(h, w2, 1, "SAME").numpy()
+    g, bt, m, v = model.get_layer("block0_bn2_w2").get_weights()
+    ref = np.maximum(x_in + (z - m) / np.sqrt(v + 1e-5) * g + bt, 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_reach_the_gate_weights():
+    model = build_model(TINY)
+    x, y = _x(8), np.arange(8) % 10
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out["exit2_logits"], from_logits=True))
+        loss += tf.reduce_mean(tf.cast(out["exit2_cost"], tf.float32)) / 1e6
+    gate_vars = [v for v in model.trainable_variables if v.name.startswith("gate")]
+    grads = tape.gradient(loss, gate_vars)
+    assert gate_vars and all(g is not None for g in grads)
+    for v, g in zip(gate_vars, grads, strict=True):
+        if "kernel" in v.name:
+            assert float(tf.reduce_sum(tf.abs(g))) > 0, v.name
+
+
+# --- costs -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("depth, millions", [(38, 83.3), (74, 168.2), (110, 253.1)])
+def test_backbone_macs_match_hand_counts(depth, millions):
+    assert round(backbone_macs(ModelConfig(depth=depth)) / 1e6, 1) == millions
+
+
+@pytest.mark.parametrize("cfg", [TINY, dataclasses.replace(TINY, gate_type="rnn"),
+                                 dataclasses.replace(TINY, gate_type="none"),
+                                 ModelConfig(backbone="densenet", depth=10, growth_rate=4, groups=2, exits=(1,))],
+                         ids=["ff", "rnn", "static", "densenet"])
+def test_counted_macs_equal_the_keras_layers(cfg):
+    """Full-path MACs of the piece table == MACs from every Conv2D/Dense of the built model."""
+    model = build_model(cfg)
+    total, seen_dense = 0, set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k = layer.kernel.shape
+            total += h * w * k[0] * k[1] * k[2] * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            calls = len(layer.inbound_nodes)  # shared LSTM/output dense run once per gate
+            total += calls * layer.kernel.shape[0] * layer.kernel.shape[1]
+            seen_dense.add(layer.name)
+    assert total == full_macs(build_pieces(cfg))
+    # and the model's own accounting on the all-full path agrees
+    set_gate_mode(model, "full")
+    out = model(_x(2), training=False)
+    last = len(cfg.exit_positions) - 1
+    assert float(out[f"exit{last}_cost"][0]) == pytest.approx(total)
+
+
+def test_energy_table_and_latency_needs_a_table(tmp_path):
+    pieces = build_pieces(TINY)
+    e8, e32 = cost_table(pieces, "energy", "int8"), cost_table(pieces, "energy", "float32")
+    assert 0 < e8.full_cost() < e32.full_cost()
+    for costs in e8.costs:
+        assert list(costs) == sorted(costs)
+    with pytest.raises(CostError, match="profile"):
+        cost_table(pieces, "latency")
+    path = tmp_path / "lat.json"
+    path.write_text('{"unit": "ms", "pieces": {"stem": {"run": 0.1}}}')
+    with pytest.raises(CostError, match="no entry for piece 'gate0'"):
+        cost_table(pieces, "latency", latency_path=str(path))
+
+
+# --- the budget rule ---------------------------------------------------------------------------------------
+def test_budget_below_the_cheapest_exit_is_an_error():
+    table = cost_table(build_pieces(TINY))
+    with pytest.raises(CostError, match="cheapest"):
+        table.check_budget(table.cheapest_answer() * 0.99)
+    table.check_budget(table.cheapest_answer())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_reference_budget_rule_never_exceeds_the_budget(data):
+    kinds, costs = [], []
+    for _ in range(data.draw(st.integers(1, 4))):
+        for _ in range(data.draw(st.integers(0, 3))):
+            n = data.draw(st.integers(1, 4))
+            kinds.append("block")
+            costs.append(sorted(data.draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))))
+        kinds.append("exit")
+        costs.append([data.draw(st.floats(0, 10))])
+    from ddi_tf.costs import CostTable
+    table = CostTable("macs", tuple(f"p{i}" for i in range(len(kinds))), tuple(kinds), tuple(map(tuple, costs)))
+    budget = data.draw(st.floats(table.cheapest_answer(), table.full_cost() + 1))
+    chosen = [data.draw(st.integers(0, len(c) - 1)) for c in costs]
+    ran, spent, exits = policies.simulate_budget([list(c) for c in costs], kinds, table.reserves(), chosen, budget)
+    assert spent <= budget
+    assert exits >= 1
+    assert all(r <= c for r, c in zip(ran, chosen, strict=True) if r >= 0)
+
+
+@pytest.fixture(scope="module")
+def budget_model():
+    cfg = dataclasses.replace(TINY, groups=4)
+    model = build_model(cfg)
+    _randomize_bn(model)
+    for layer in model.layers:  # sharp random gates so that different options get chosen
+        if layer.name.startswith("gate") and layer.name.endswith("fc2"):
+            k, b = layer.get_weights()
+            layer.set_weights([k * 50, np.linspace(-2, 2, b.size)])
+    bm = build_model(cfg, budget_input=True)
+    copy_weights(model, bm)
+    table = cost_table(build_pieces(cfg))
+    return bm, table, tf.function(lambda x, b: bm({"image": x, "budget": b}, training=False))
+
+
+@settings(max_examples=25, deadline=None)
+@given(frac=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+def test_keras_budget_policy_never_exceeds_a_random_budget(budget_model, frac, seed):
+    bm, table, fn = budget_model
+    lo, hi = table.cheapest_answer(), table.full_cost()
+    budgets = lo + (hi - lo) * np.random.default_rng(seed).uniform(0, 1, 6) * frac
+    out = {k: v.numpy() for k, v in fn(_x(6, seed), tf.constant(budgets, tf.float64)).items()}
+    outputs = policies.ExitOutputs.from_model_outputs(out, np.zeros(6, int))
+    assert outputs.reached[:, 0].all()
+    for j in range(outputs.num_exits):
+        reached = outputs.reached[:, j]
+        assert (outputs.cost[reached, j] <= budgets[reached]).all()
+    res = policies.evaluate(outputs, 0.5)
+    assert res["unanswered"] == 0
+
+
+def test_budget_downgrades_then_halts():
+    guard = BudgetGuard([0.0, 10.0, 20.0], reserve=5.0, use_budget=True)
+    state = tf.constant([[0.0, 0.0]] * 4, tf.float64)
+    onehot = tf.one_hot([2, 2, 1, 2], 3)
+    budget = tf.constant([100.0, 16.0, 4.0, 25.0], tf.float64)
+    new_state, new_onehot = guard([state, onehot, budget])
+    np.testing.assert_array_equal(new_onehot.numpy().argmax(-1), [2, 1, 0, 2])
+    np.testing.assert_array_equal(new_state.numpy()[:, 1], [0, 0, 1, 0])  # 0 + 0 + 5 > 4: halted
+    np.testing.assert_array_equal(new_state.numpy()[:, 0], [20, 10, 0, 20])
