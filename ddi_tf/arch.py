@@ -167,7 +167,8 @@ def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
                 c = width * k // cfg.groups
                 options.append(Option(
                     f"w{k}" if cfg.gated else "full",
-                    (_conv(f"block{b}_conv1", hw_out, 3, cin, c, hw), _conv(f"block{b}_conv2", hw_out, 3, c, width, hw_out),
+                    (_conv(f"block{b}_conv1", hw_out, 3, cin, c, hw),
+                     _conv(f"block{b}_conv2", hw_out, 3, c, width, hw_out),
                      *shortcut, _eltwise(f"block{b}_add", hw_out * hw_out * width, inputs=2))))
             pieces.append(Piece(f"block{b}", "block", tuple(options), b, (hw, hw, cin), (hw_out, hw_out, width)))
             hw, cin, b = hw_out, width, b + 1
@@ -205,8 +206,9 @@ def _densenet_pieces(cfg: ModelConfig) -> list[Piece]:
                 j += 1
         if stage < 2:
             cout = int(c * cfg.compression)
-            t = (_eltwise(f"transition{stage}_bn_relu", hw * hw * c), _conv(f"transition{stage}_conv", hw, 1, c, cout, hw,
-                 bias=False), _pool(f"transition{stage}_pool", hw, hw // 2, cout))
+            t = (_eltwise(f"transition{stage}_bn_relu", hw * hw * c),
+                 _conv(f"transition{stage}_conv", hw, 1, c, cout, hw, bias=False),
+                 _pool(f"transition{stage}_pool", hw, hw // 2, cout))
             pieces.append(Piece(f"transition{stage}", "fixed", (Option("run", t),), stage, (hw, hw, c),
                                 (hw // 2, hw // 2, cout)))
             hw, c = hw // 2, cout

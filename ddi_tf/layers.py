@@ -214,13 +214,14 @@ class BudgetGuard(keras.layers.Layer):
         if budget is not None:
             chosen = tf.argmax(oh, axis=-1, output_type=tf.int32)
             ks = tf.range(n, dtype=tf.int32)
-            fits = (spent[:, None] + costs[None, :] + self.reserve <= budget[:, None]) & (ks[None, :] <= chosen[:, None])
+            fits = spent[:, None] + costs[None, :] + self.reserve <= budget[:, None]
+            fits &= ks[None, :] <= chosen[:, None]
             best = tf.reduce_max(tf.where(fits, ks[None, :], 0), axis=-1)
             best = tf.where(halted > 0, 0, best)
             oh = tf.where((best != chosen)[:, None], tf.one_hot(best, n, dtype=tf.float64), oh)
         cost = tf.reduce_sum(oh * costs[None, :], axis=-1)
         spent = spent + (1.0 - halted) * cost
-        return [tf.stack([spent, halted], axis=1), tf.cast(oh, onehot.dtype)]
+        return [tf.stack([spent, halted], axis=1), tf.cast(oh, tf.float32)]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "costs": self.costs, "reserve": self.reserve,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import ddi_tf  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +11,7 @@ import tf_keras as keras
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ddi_tf  # noqa: F401
 from ddi_tf import policies
 from ddi_tf.arch import backbone_macs, build_pieces, full_macs
 from ddi_tf.config import ConfigError, ModelConfig

@@ -1,0 +1,194 @@
+"""Evaluation of a trained DDI model: exits, anytime budgets, thresholds, and the DDI policy; report + plot.
+
+All costs here are MACs (the cost table of the model's pieces); budgets and mean-cost targets are given as
+fractions of the full cost (every gate, every block at full width, every exit head).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from ddi_tf import policies
+from ddi_tf.arch import backbone_macs, build_pieces
+from ddi_tf.config import ModelConfig
+from ddi_tf.costs import CostTable, cost_table
+from ddi_tf.data import make_eval_dataset
+from ddi_tf.model import build_model, copy_weights, set_gate_mode
+
+
+class Predictor:
+    """Runs a model over arrays of images, optionally with a per-sample budget, in one traced function per
+    gate mode."""
+
+    def __init__(self, model: keras.Model, batch_size: int, mean, std):
+        self.model = model
+        self.batch_size = batch_size
+        self.mean, self.std = mean, std
+        self._fns: dict[str, tf.types.experimental.GenericFunction] = {}
+        self.budget_input = isinstance(model.input, dict)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, mode: str = "learned", budget: float | None = None
+                 ) -> policies.ExitOutputs:
+        set_gate_mode(self.model, mode)
+        if mode not in self._fns:
+            model = self.model
+
+            @tf.function
+            def fn(images, budgets):
+                inputs = {"image": images, "budget": budgets} if self.budget_input else images
+                out = model(inputs, training=False)
+                return {k: v for k, v in out.items() if k.startswith("exit") or k.endswith("_decision")}
+
+            self._fns[mode] = fn
+        fn = self._fns[mode]
+        outs: dict[str, list[np.ndarray]] = {}
+        b = np.inf if budget is None else float(budget)
+        for images, _ in make_eval_dataset(x, y, self.batch_size, self.mean, self.std):
+            budgets = tf.fill(tf.shape(images)[:1], tf.constant(b, tf.float64))
+            for k, v in fn(images, budgets).items():
+                outs.setdefault(k, []).append(v.numpy())
+        cat = {k: np.concatenate(v) for k, v in outs.items()}
+        result = policies.ExitOutputs.from_model_outputs(cat, y)
+        result.decisions = {k: v for k, v in cat.items() if k.endswith("_decision")}  # type: ignore[attr-defined]
+        return result
+
+
+def _row(res: dict, **extra) -> dict:
+    return {**extra, "accuracy": res["accuracy"], "mean_macs": res["mean_cost"], "max_macs": res["max_cost"],
+            "over_budget": res["over_budget"], "exit_histogram": res["exit_histogram"]}
+
+
+def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, np.ndarray],
+                   test: tuple[np.ndarray, np.ndarray], mean, std, budget_fractions: tuple[float, ...],
+                   target_fractions: tuple[float, ...], batch_size: int = 500) -> dict:
+    """Evaluates every policy on the test split, calibrating thresholds on ``val``.
+
+    Returns the report dict (see README, "report.json").
+    """
+    table: CostTable = cost_table(build_pieces(cfg), "macs")
+    full = table.full_cost()
+    budget_model = build_model(cfg, table, budget_input=True)
+    copy_weights(model, budget_model)
+    run = Predictor(budget_model, batch_size, mean, std)
+    x_val, y_val = val
+    have_val = len(y_val) > 0
+    exit_pos = list(cfg.exit_positions)
+    report: dict = {
+        "model": cfg.to_dict(), "unit": "macs", "full_macs": full, "backbone_macs": backbone_macs(cfg),
+        "cheapest_answer_macs": table.cheapest_answer(), "exit_positions": exit_pos,
+        "exit_macs_full_path": table.exit_costs_full(), "test_examples": int(len(test[1])),
+        "val_examples": int(len(y_val)),
+    }
+    gated = cfg.gated
+    modes = ["full", "learned"] if gated else ["full"]
+    for mode in modes:
+        outs = run(*test, mode=mode)
+        rows = []
+        for j in range(outs.num_exits):
+            t = np.full(outs.num_exits, np.inf)
+            t[j] = 0.0  # answer at exit j
+            rows.append(_row(policies.evaluate(outs, t), exit=j, position=exit_pos[j]))
+        report["exits_all_full" if mode == "full" else "exits_learned_gates"] = rows
+        if mode == "learned":
+            report["gate_usage"] = {k.replace("_decision", ""): [float(f) for f in v.mean(axis=0)]
+                                    for k, v in sorted(outs.decisions.items(), key=lambda kv: int(kv[0][5:-9]))}
+    logging.info("exits (all full): %s", [round(r["accuracy"], 4) for r in report["exits_all_full"]])
+
+    report["anytime"] = []
+    for f in budget_fractions:
+        budget = f * full
+        if budget < table.cheapest_answer():
+            continue
+        res = policies.evaluate(run(*test, mode="full", budget=budget), budget=budget)
+        report["anytime"].append(_row(res, budget_fraction=f, budget_macs=budget))
+
+    mode = "learned" if gated else "full"
+    if have_val:
+        report["threshold"] = []
+        val_out, test_out = run(*val, mode=mode), run(*test, mode=mode)
+        for f in target_fractions:
+            t = policies.calibrate_threshold(val_out, f * full)
+            report["threshold"].append(_row(policies.evaluate(test_out, t), target_fraction=f, threshold=t,
+                                            val_mean_macs=policies.evaluate(val_out, t)["mean_cost"]))
+        report["ddi"] = []
+        for f in budget_fractions:
+            budget = f * full
+            if budget < table.cheapest_answer():
+                continue
+            val_b, test_b = run(*val, mode=mode, budget=budget), run(*test, mode=mode, budget=budget)
+            for share in (0.5, 0.75, 1.0):
+                t = policies.calibrate_threshold(val_b, share * budget)
+                res = policies.evaluate(test_b, t, budget=budget)
+                report["ddi"].append(_row(res, budget_fraction=f, budget_macs=budget, target_share=share,
+                                          threshold=t))
+        report["ddi_pareto"] = pareto([r for r in report["ddi"]])
+    else:
+        logging.warning("no validation split: threshold calibration and the DDI policy sweep are skipped")
+    return report
+
+
+def pareto(rows: list[dict]) -> list[dict]:
+    """Rows not dominated in (higher accuracy, lower mean MACs), sorted by mean MACs."""
+    out = []
+    for r in sorted(rows, key=lambda r: (r["mean_macs"], -r["accuracy"])):
+        if not out or r["accuracy"] > out[-1]["accuracy"]:
+            out.append(r)
+    return out
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    """Writes JSON through a temporary file and a rename."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
+    """PNG plot of accuracy against mean MACs for one or more reports (label -> report)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    markers = iter("osd^v<>ph*")
+    for label, rep in reports.items():
+        m = next(markers)
+        scale = 1e6
+        series = [("exits (all full)", rep.get("exits_all_full", []), "--"),
+                  ("anytime budget", rep.get("anytime", []), ":"),
+                  ("thresholds (learned gates)", rep.get("threshold", []), "-."),
+                  ("DDI (gates+exits+budget)", rep.get("ddi_pareto", []), "-")]
+        for name, rows, ls in series:
+            if not rows:
+                continue
+            rows = sorted(rows, key=lambda r: r["mean_macs"])
+            ax.plot([r["mean_macs"] / scale for r in rows], [100 * r["accuracy"] for r in rows], ls, marker=m,
+                    label=f"{label}: {name}" if label else name, markersize=4)
+    ax.set_xlabel("mean MACs per image (millions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "accuracy against cost")
+    fig.tight_layout()
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)

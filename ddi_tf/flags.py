@@ -1,0 +1,150 @@
+"""Every command-line flag of the training, summary and export commands, defined and validated here.
+
+Nothing else in the library reads ``FLAGS``: entry points call ``model_config_from_flags`` and
+``train_config_from_flags`` and pass plain dataclasses down.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from ddi_tf.config import BACKBONES, ESTIMATORS, GATE_TYPES, ModelConfig, resolve_exits
+from ddi_tf.costs import UNITS
+from ddi_tf.trainer import TrainConfig
+
+FLAGS = flags.FLAGS
+_DEFINED = False
+
+
+def define_flags() -> None:
+    """Defines all flags (idempotent)."""
+    global _DEFINED
+    if _DEFINED:
+        return
+    _DEFINED = True
+    # --- model ---
+    flags.DEFINE_enum("backbone", "resnet", list(BACKBONES), "Backbone family.")
+    flags.DEFINE_integer("depth", 20, "Depth: 6n+2 for ResNet (20, 38, 74, 110), 6n+4 for DenseNet-BC (40, 100).")
+    flags.DEFINE_integer("num_classes", 0, "Classes; 0 = from the data set (10 for CIFAR-10, 100 for CIFAR-100).")
+    flags.DEFINE_integer("groups", 4, "Channel groups G per gated block (options: skip, first 1..G groups).")
+    flags.DEFINE_enum("gate_type", "ff", list(GATE_TYPES), "Gate: ff, rnn (shared LSTM), none (static backbone).")
+    flags.DEFINE_integer("gate_hidden", 16, "Hidden units of the ff gate / LSTM state size of the rnn gate.")
+    flags.DEFINE_integer("gate_proj", 16, "Per-block projection size feeding the shared LSTM (rnn gates).")
+    flags.DEFINE_enum("estimator", "st", list(ESTIMATORS), "Gate gradient: straight-through or Gumbel-softmax.")
+    flags.DEFINE_float("temperature", 1.0, "Gumbel-softmax temperature.")
+    flags.DEFINE_list("exits", [], "Explicit exit positions (block counts); overrides exit_every/exit_stage_ends.")
+    flags.DEFINE_integer("exit_every", 0, "An exit after every k blocks (0: none).")
+    flags.DEFINE_boolean("exit_stage_ends", True, "An exit at the end of each resolution stage.")
+    flags.DEFINE_integer("exit_width", 64, "Channels of an intermediate exit head's 1x1 conv.")
+    flags.DEFINE_integer("growth_rate", 12, "DenseNet growth rate.")
+    flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (L2 on conv/dense kernels).")
+    # --- data ---
+    flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "cifar100", "synthetic"], "Data set.")
+    flags.DEFINE_string("data_dir", None, "CIFAR folder or archive (pickle or image-folder layout, or .tar.gz).")
+    flags.DEFINE_string("cache_dir", None, "Where decoded arrays are cached (default: next to the data).")
+    flags.DEFINE_integer("val_size", 5000, "Training images held out for threshold calibration.")
+    flags.DEFINE_integer("synthetic_train", 2048, "Synthetic data set: training images.")
+    flags.DEFINE_integer("synthetic_test", 512, "Synthetic data set: test images.")
+    # --- schedule ---
+    flags.DEFINE_string("workdir", None, "Run directory: flags, checkpoints, TensorBoard logs, report.")
+    flags.DEFINE_integer("seed", 0, "Seed for data order, augmentation and initialisation.")
+    flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+    flags.DEFINE_integer("stage1_steps", 1000, "Stage 1: backbone + exits, gates forced full.")
+    flags.DEFINE_integer("stage2_steps", 0, "Stage 2: gates only, backbone frozen.")
+    flags.DEFINE_integer("stage3_steps", 0, "Stage 3: joint fine-tuning with the cost term.")
+    flags.DEFINE_integer("rl_steps", 0, "Optional REINFORCE stage for the gates (SkipNet hybrid RL).")
+    flags.DEFINE_float("lr", 0.1, "Stage 1 peak learning rate.")
+    flags.DEFINE_float("gate_lr", 0.01, "Stage 2 learning rate.")
+    flags.DEFINE_float("finetune_lr", 0.01, "Stage 3 peak learning rate.")
+    flags.DEFINE_float("rl_lr", 0.001, "REINFORCE stage learning rate.")
+    flags.DEFINE_enum("schedule", "cosine", ["cosine", "step"], "Learning-rate schedule within each stage.")
+    flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps at the start of stage 1.")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_list("exit_weights", [], "Loss weight of each exit (default: all 1).")
+    flags.DEFINE_float("random_width_prob", 0.0,
+                       "Stage 1: per block and sample, the probability of a random option instead of full "
+                       "(trains every width and its batch norm; 0 = gates forced full).")
+    flags.DEFINE_enum("cost", "macs", list(UNITS), "Cost the gates are trained against.")
+    flags.DEFINE_string("latency_table", None, "latency.json from `python -m ddi_runtime profile` (--cost=latency).")
+    flags.DEFINE_float("target_cost", 0.5, "Target mean executed cost as a fraction of the full cost.")
+    flags.DEFINE_float("cost_weight", 1.0, "Weight of the cost term.")
+    flags.DEFINE_float("rl_cost_weight", 0.5, "REINFORCE reward: -CE - rl_cost_weight * cost ratio.")
+    # --- logging / evaluation ---
+    flags.DEFINE_integer("log_every", 50, "Steps between TensorBoard/log summaries.")
+    flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+    flags.DEFINE_integer("eval_batch_size", 500, "Batch size of the evaluations.")
+    flags.DEFINE_list("budget_fractions", ["0.15", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8", "1.0"],
+                      "Budgets (fractions of the full cost) of the evaluation sweep.")
+    flags.DEFINE_list("target_fractions", ["0.15", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8", "1.0"],
+                      "Mean-cost targets (fractions of the full cost) of the threshold sweep.")
+    flags.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0: all).")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU address (--strategy=tpu).")
+    flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing mirrored).")
+
+    flags.register_validator("batch_size", lambda v: v > 0, "--batch_size must be > 0")
+    for name in ("stage1_steps", "stage2_steps", "stage3_steps", "rl_steps", "warmup_steps", "val_size",
+                 "eval_limit", "cpu_devices"):
+        flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
+    for name in ("lr", "gate_lr", "finetune_lr", "rl_lr"):
+        flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
+    flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1)")
+    flags.register_validator("target_cost", lambda v: 0 < v <= 1, "--target_cost must be in (0, 1]")
+    flags.register_validator("random_width_prob", lambda v: 0 <= v <= 1, "--random_width_prob must be in [0, 1]")
+    flags.register_validator("log_every", lambda v: v > 0, "--log_every must be > 0")
+    flags.register_validator("checkpoint_every", lambda v: v > 0, "--checkpoint_every must be > 0")
+    flags.register_validator("exits", _all_ints, "--exits must be a list of integers")
+    flags.register_validator("exit_weights", _all_floats, "--exit_weights must be a list of numbers")
+    flags.register_validator("budget_fractions", _fractions, "--budget_fractions must be numbers in (0, 1]")
+    flags.register_validator("target_fractions", _fractions, "--target_fractions must be numbers in (0, 1]")
+
+
+def _all_ints(values: list[str]) -> bool:
+    try:
+        [int(v) for v in values]
+    except ValueError:
+        return False
+    return True
+
+
+def _all_floats(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values]
+    except ValueError:
+        return False
+    return True
+
+
+def _fractions(values: list[str]) -> bool:
+    return _all_floats(values) and all(0 < float(v) <= 1 for v in values)
+
+
+def model_config_from_flags(num_classes: int | None = None) -> ModelConfig:
+    """The ModelConfig the flags describe (``num_classes`` fills in ``--num_classes=0``)."""
+    f = FLAGS
+    per_stage = (f.depth - 2) // 6 if f.backbone == "resnet" else (f.depth - 4) // 6
+    exits = resolve_exits(3 * per_stage, per_stage, f.exit_every, f.exit_stage_ends, [int(e) for e in f.exits])
+    classes = f.num_classes or num_classes or (100 if f.dataset == "cifar100" else 10)
+    return ModelConfig(backbone=f.backbone, depth=f.depth, num_classes=classes, groups=f.groups,
+                       gate_type=f.gate_type, gate_hidden=f.gate_hidden, gate_proj=f.gate_proj,
+                       estimator=f.estimator, temperature=f.temperature, exits=exits, exit_width=f.exit_width,
+                       growth_rate=f.growth_rate, weight_decay=f.weight_decay)
+
+
+def train_config_from_flags() -> TrainConfig:
+    """The TrainConfig the flags describe."""
+    f = FLAGS
+    return TrainConfig(
+        dataset=f.dataset, data_dir=f.data_dir, cache_dir=f.cache_dir, val_size=f.val_size,
+        synthetic_train=f.synthetic_train, synthetic_test=f.synthetic_test, seed=f.seed,
+        batch_size=f.batch_size, stage1_steps=f.stage1_steps, stage2_steps=f.stage2_steps,
+        stage3_steps=f.stage3_steps, rl_steps=f.rl_steps, lr=f.lr, gate_lr=f.gate_lr,
+        finetune_lr=f.finetune_lr, rl_lr=f.rl_lr, schedule=f.schedule, warmup_steps=f.warmup_steps,
+        momentum=f.momentum, exit_weights=tuple(float(w) for w in f.exit_weights),
+        random_width_prob=f.random_width_prob, cost=f.cost, latency_table=f.latency_table,
+        target_cost=f.target_cost, cost_weight=f.cost_weight, rl_cost_weight=f.rl_cost_weight,
+        log_every=f.log_every, checkpoint_every=f.checkpoint_every, eval_batch_size=f.eval_batch_size,
+        budget_fractions=tuple(float(v) for v in f.budget_fractions),
+        target_fractions=tuple(float(v) for v in f.target_fractions), eval_limit=f.eval_limit,
+        strategy=f.strategy, tpu=f.tpu, cpu_devices=f.cpu_devices)

@@ -1,0 +1,53 @@
+"""Entry point: ``python -m ddi_tf.train --flagfile=configs/cifar.flags [--workdir=...]``.
+
+Parses the flags, then hands plain configs to ``ddi_tf.trainer.train_and_evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+import sys
+
+from absl import app, logging
+
+import ddi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from ddi_tf import flags as ddi_flags
+
+ddi_flags.define_flags()
+FLAGS = ddi_flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    """Trains and evaluates as the flags say."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required (for example --workdir=runs/cifar_cpu)")
+    from ddi_tf import trainer
+    from ddi_tf.config import ConfigError
+    from ddi_tf.costs import CostError
+    from ddi_tf.data import DataError
+
+    trainer.split_cpu(FLAGS.cpu_devices)
+    try:
+        model_cfg = ddi_flags.model_config_from_flags()
+        train_cfg = ddi_flags.train_config_from_flags()
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+        with open(os.path.join(FLAGS.workdir, "flags.txt"), "w") as f:
+            f.write(FLAGS.flags_into_string())
+        handler = pylogging.FileHandler(os.path.join(FLAGS.workdir, "train.log"))
+        handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.get_absl_logger().addHandler(handler)
+        report = trainer.train_and_evaluate(model_cfg, train_cfg, FLAGS.workdir)
+    except (ConfigError, CostError, DataError, trainer.ResumeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    summary = {k: report[k] for k in ("full_macs", "backbone_macs")}
+    summary["exits_all_full"] = [round(r["accuracy"], 4) for r in report["exits_all_full"]]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)

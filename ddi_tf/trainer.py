@@ -1,0 +1,349 @@
+"""Training: the staged schedule, checkpoints that resume at the same step and data order, evaluation.
+
+Stages (each runs for its number of steps; 0 skips it):
+1. ``stage1``: backbone and every exit, gates forced to full (or to a random option with probability
+   ``random_width_prob``, which trains every width and its batch norm); weighted sum of exit cross-entropies.
+2. ``stage2``: gates only, backbone frozen (its batch norms in inference mode); exits' CE + cost term.
+3. ``stage3``: everything, exits' CE + cost term.
+4. ``rl``: optional REINFORCE on sampled gate decisions (SkipNet's hybrid RL), CE on the backbone.
+
+The cost term follows fractional skipping: ``cost_weight * sign(ratio - target) * ratio`` where ratio is the
+batch's mean executed cost over the full cost; it pushes cost down above the target and up below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from ddi_tf import data as data_lib
+from ddi_tf.arch import build_pieces
+from ddi_tf.config import ModelConfig
+from ddi_tf.costs import cost_table
+from ddi_tf.evaluate import evaluate_model, plot_report, write_json_atomic
+from ddi_tf.model import build_model, num_exits, set_gate_mode
+
+CONFIG_VERSION = 1
+STAGES = ("stage1", "stage2", "stage3", "rl")
+
+
+class ResumeError(ValueError):
+    """The work directory holds a run with incompatible settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (see ``ddi_tf.flags`` for the meaning of each)."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    val_size: int = 5000
+    synthetic_train: int = 2048
+    synthetic_test: int = 512
+    seed: int = 0
+    batch_size: int = 128
+    stage1_steps: int = 1000
+    stage2_steps: int = 0
+    stage3_steps: int = 0
+    rl_steps: int = 0
+    lr: float = 0.1
+    gate_lr: float = 0.01
+    finetune_lr: float = 0.01
+    rl_lr: float = 0.001
+    schedule: str = "cosine"
+    warmup_steps: int = 200
+    momentum: float = 0.9
+    exit_weights: tuple[float, ...] = ()
+    random_width_prob: float = 0.0
+    cost: str = "macs"
+    latency_table: str | None = None
+    target_cost: float = 0.5
+    cost_weight: float = 1.0
+    rl_cost_weight: float = 0.5
+    log_every: int = 50
+    checkpoint_every: int = 500
+    eval_batch_size: int = 500
+    budget_fractions: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    target_fractions: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    eval_limit: int = 0
+    strategy: str = "default"
+    tpu: str | None = None
+    cpu_devices: int = 0
+
+    def stage_steps(self) -> list[tuple[str, int]]:
+        """(stage name, steps) in order."""
+        return list(zip(STAGES, (self.stage1_steps, self.stage2_steps, self.stage3_steps, self.rl_steps),
+                        strict=True))
+
+    @property
+    def total_steps(self) -> int:
+        """Steps over all stages."""
+        return sum(n for _, n in self.stage_steps())
+
+
+# Settings that may change between a run and its resumption (they do not change what is trained).
+RESUMABLE_KEYS = {"data_dir", "cache_dir", "log_every", "checkpoint_every", "eval_batch_size", "budget_fractions",
+                  "target_fractions", "eval_limit", "strategy", "tpu", "cpu_devices", "latency_table"}
+
+
+def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
+    """The tf.distribute strategy the config names."""
+    if cfg.strategy == "default":
+        return tf.distribute.get_strategy()
+    if cfg.strategy == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if cfg.strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def split_cpu(devices: int) -> None:
+    """Splits the physical CPU into ``devices`` logical devices; call before TensorFlow runs anything."""
+    if devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+
+
+def load_data(cfg: TrainConfig) -> data_lib.CifarData:
+    """The data set the config names (synthetic for smoke runs)."""
+    if cfg.dataset == "synthetic":
+        return data_lib.synthetic_cifar(cfg.synthetic_train, cfg.synthetic_test, 10, cfg.seed)
+    return data_lib.load_cifar(cfg.data_dir, cfg.dataset, cfg.cache_dir)
+
+
+def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """Writes ``workdir/config.json``, or checks a resumed run's against it (ResumeError on a mismatch)."""
+    path = os.path.join(workdir, "config.json")
+    new = {"version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": _jsonable(dataclasses.asdict(train_cfg))}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diffs = []
+        if old.get("version") != CONFIG_VERSION:
+            diffs.append(f"config version {old.get('version')} != {CONFIG_VERSION}")
+        for section in ("model", "train"):
+            a, b = old.get(section, {}), new[section]
+            for k in sorted(set(a) | set(b)):
+                if section == "train" and k in RESUMABLE_KEYS:
+                    continue
+                if a.get(k) != b.get(k):
+                    diffs.append(f"--{k}: run has {a.get(k)!r}, now {b.get(k)!r}")
+        if diffs:
+            raise ResumeError(
+                f"{workdir} holds a run with incompatible flags; resume with the same flags or use a new "
+                "--workdir. Differences:\n  " + "\n  ".join(diffs))
+    write_json_atomic(path, new)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def learning_rate(stage: str, step: tf.Tensor, steps: int, cfg: TrainConfig) -> tf.Tensor:
+    """The learning rate at ``step`` (0-based, within the stage)."""
+    peak = {"stage1": cfg.lr, "stage2": cfg.gate_lr, "stage3": cfg.finetune_lr, "rl": cfg.rl_lr}[stage]
+    t = tf.cast(step, tf.float32)
+    n = float(max(steps, 1))
+    if cfg.schedule == "cosine":
+        lr = 0.5 * peak * (1.0 + tf.cos(math.pi * tf.minimum(t / n, 1.0)))
+    else:  # step: /10 at 50% and 75%
+        lr = peak * tf.where(t < 0.5 * n, 1.0, tf.where(t < 0.75 * n, 0.1, 0.01))
+    if stage == "stage1" and cfg.warmup_steps:
+        lr = lr * tf.minimum(1.0, (t + 1.0) / float(cfg.warmup_steps))
+    return lr
+
+
+class _Trainer:
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, workdir: str, strategy: tf.distribute.Strategy):
+        self.model_cfg, self.cfg, self.workdir, self.strategy = model_cfg, cfg, workdir, strategy
+        pieces = build_pieces(model_cfg)
+        self.table = cost_table(pieces, cfg.cost, latency_path=cfg.latency_table)
+        self.full_cost = self.table.full_cost()
+        with strategy.scope():
+            self.model = build_model(model_cfg, self.table)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.optimizers = {s: keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.momentum) for s in STAGES}
+        self.exits = num_exits(self.model)
+        w = list(cfg.exit_weights) or [1.0] * self.exits
+        if len(w) != self.exits:
+            raise ValueError(f"--exit_weights has {len(w)} values but the model has {self.exits} exits")
+        self.exit_weights = w
+        self.ckpt = tf.train.Checkpoint(model=self.model, step=self.step, **{f"opt_{s}": o for s, o in
+                                                                            self.optimizers.items()})
+        self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+
+    # --- one training step ------------------------------------------------------------------------------
+    def make_step(self, stage: str, stage_start: int, steps: int):
+        cfg, model, full = self.cfg, self.model, self.full_cost
+        opt = self.optimizers[stage]
+        variables = model.trainable_variables
+        global_batch = cfg.batch_size
+        block_names = sorted((k for k in model.output if k.endswith("_decision")),
+                             key=lambda k: int(k[5:-9]))
+        with_cost = stage in ("stage2", "stage3") and self.model_cfg.gated
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                out = model(images, training=True)
+                ce = [keras.losses.sparse_categorical_crossentropy(labels, out[f"exit{j}_logits"], from_logits=True)
+                      for j in range(self.exits)]
+                per_example = tf.add_n([w * c for w, c in zip(self.exit_weights, ce, strict=True)])
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                ratio = tf.cast(out[f"exit{self.exits - 1}_cost"], tf.float32) / full
+                mean_ratio = tf.reduce_mean(ratio)
+                if with_cost:
+                    sign = tf.stop_gradient(tf.sign(mean_ratio - cfg.target_cost))
+                    loss += cfg.cost_weight * sign * tf.nn.compute_average_loss(ratio, global_batch_size=global_batch)
+                if stage == "rl":
+                    reward = -ce[-1] - cfg.rl_cost_weight * ratio
+                    adv = tf.stop_gradient(reward - tf.reduce_mean(reward))
+                    chosen_p = [tf.reduce_sum(out[k] * out[k.replace("_decision", "_probs")], -1) for k in block_names]
+                    logp = tf.add_n([tf.math.log(p + 1e-9) for p in chosen_p])
+                    loss += tf.nn.compute_average_loss(-adv * logp, global_batch_size=global_batch)
+            grads = tape.gradient(loss, variables)
+            grads_vars = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+            opt.apply_gradients(grads_vars)
+            metrics = {"loss": loss * self.strategy.num_replicas_in_sync, "cost_ratio": mean_ratio}
+            for j in range(self.exits):
+                pred = tf.argmax(out[f"exit{j}_logits"], -1, output_type=tf.int32)
+                metrics[f"accuracy/exit{j}"] = tf.reduce_mean(tf.cast(pred == tf.cast(labels, tf.int32), tf.float32))
+            for k in block_names:
+                metrics[f"gates/{k[:-9]}"] = tf.reduce_mean(out[k], axis=0)
+            return metrics
+
+        @tf.function
+        def train_step(dist_images, dist_labels):
+            lr = learning_rate(stage, self.step - stage_start, steps, cfg)
+            opt.learning_rate.assign(lr)
+            per_replica = self.strategy.run(replica_step, args=(dist_images, dist_labels))
+            metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                       for k, v in per_replica.items()}
+            metrics["lr"] = lr
+            self.step.assign_add(1)
+            return metrics
+
+        return train_step
+
+    def configure_stage(self, stage: str) -> None:
+        gated = self.model_cfg.gated
+        for layer in self.model.layers:
+            is_gate = layer.name.startswith("gate")
+            layer.trainable = is_gate if stage == "stage2" else True
+        if stage == "stage1":
+            set_gate_mode(self.model, "random" if self.cfg.random_width_prob > 0 else "full",
+                          self.cfg.random_width_prob)
+        elif stage == "rl":
+            set_gate_mode(self.model, "sample")
+        else:
+            set_gate_mode(self.model, "learned")
+        if stage in ("stage2", "rl") and not gated:
+            raise ValueError(f"{stage} trains gates, but the model has none (--gate_type=none)")
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def fit(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        restored = self.manager.restore_or_initialize()
+        start = int(self.step.numpy())
+        if restored:
+            logging.info("resumed from %s at step %d", restored, start)
+        if start >= cfg.total_steps:
+            return
+        ds = data_lib.make_train_dataset(train_xy[0], train_xy[1], cfg.batch_size, cfg.seed, augment=True,
+                                         mean=mean, std=std, skip_batches=start)
+        it = iter(self.strategy.experimental_distribute_dataset(ds))
+        bar = tqdm(total=cfg.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                   mininterval=2.0)
+        offset = 0
+        for stage, steps in cfg.stage_steps():
+            stage_start, offset = offset, offset + steps
+            if steps == 0 or self.step.numpy() >= offset:
+                continue
+            if stage in ("stage2", "rl") and not self.model_cfg.gated:
+                logging.warning("skipping %s: the static backbone has no gates", stage)
+                self.step.assign(offset)
+                continue
+            self.configure_stage(stage)
+            train_step = self.make_step(stage, stage_start, steps)
+            logging.info("%s: steps %d..%d", stage, max(stage_start, int(self.step.numpy())), offset)
+            t0, n0, acc = time.time(), int(self.step.numpy()), {}
+            while int(self.step.numpy()) < offset:
+                images, labels = next(it)
+                metrics = train_step(images, labels)
+                s = int(self.step.numpy())
+                for k, v in metrics.items():
+                    acc.setdefault(k, []).append(v.numpy())
+                bar.update(1)
+                if s % cfg.log_every == 0 or s == offset:
+                    ips = (s - n0) * cfg.batch_size / max(time.time() - t0, 1e-9)
+                    self._log(stage, s, acc, ips, bar)
+                    t0, n0, acc = time.time(), s, {}
+                if s % cfg.checkpoint_every == 0 or s == offset:
+                    self.manager.save(checkpoint_number=s)
+        bar.close()
+
+    def _log(self, stage: str, step: int, acc: dict, ips: float, bar) -> None:
+        means = {k: np.mean(np.stack(v), axis=0) for k, v in acc.items()}
+        with self.writer.as_default(step=step):
+            for k, v in means.items():
+                if np.ndim(v) == 0:
+                    tf.summary.scalar(k, float(v))
+                else:
+                    names = self.model_cfg.option_names()
+                    for o, f in zip(names, v, strict=True):
+                        tf.summary.scalar(f"{k}/{o}", float(f))
+            tf.summary.scalar("images_per_second", ips)
+        last = f"accuracy/exit{self.exits - 1}"
+        bar.set_postfix(stage=stage, loss=f"{means['loss']:.3f}", acc=f"{means[last]:.3f}",
+                        cost=f"{means['cost_ratio']:.2f}", ips=f"{ips:.0f}")
+        logging.info("%s step %d loss %.4f acc(last exit) %.4f cost_ratio %.3f lr %.4g images/s %.1f", stage, step,
+                     means["loss"], means[last], means["cost_ratio"], means["lr"], ips)
+
+
+def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -> dict:
+    """Trains through the configured stages (resuming from ``workdir``), then evaluates on the test split.
+
+    Writes ``workdir/config.json``, checkpoints, TensorBoard logs, ``report.json`` and ``report.png``.
+    Returns the report.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    data = load_data(cfg)
+    if model_cfg.num_classes != data.num_classes:
+        raise ValueError(f"the model has {model_cfg.num_classes} classes but the data set has {data.num_classes}")
+    check_or_write_config(workdir, model_cfg, cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(data, cfg.val_size, cfg.seed)
+    mean, std = data_lib.normalization_for(cfg.dataset if cfg.dataset != "synthetic" else "cifar10")
+    strategy = make_strategy(cfg)
+    trainer = _Trainer(model_cfg, cfg, workdir, strategy)
+    trainer.fit((x_tr, y_tr), mean, std)
+    x_te, y_te = data.x_test, data.y_test
+    if cfg.eval_limit:
+        x_te, y_te = x_te[: cfg.eval_limit], y_te[: cfg.eval_limit]
+    logging.info("evaluating on %d test images (%d validation images for calibration)", len(y_te), len(y_val))
+    report = evaluate_model(model_cfg, trainer.model, (x_val, y_val), (x_te, y_te), mean, std, cfg.budget_fractions,
+                            cfg.target_fractions, cfg.eval_batch_size)
+    report["class_names"] = list(data.class_names)
+    report["train_steps"] = int(trainer.step.numpy())
+    write_json_atomic(os.path.join(workdir, "report.json"), report)
+    plot_report({"": report}, os.path.join(workdir, "report.png"),
+                title=f"{model_cfg.backbone}-{model_cfg.depth} gates={model_cfg.gate_type} G={model_cfg.groups}")
+    return report
