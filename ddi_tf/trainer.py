@@ -333,6 +333,7 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(data, cfg.val_size, cfg.seed)
     mean, std = data_lib.normalization_for(cfg.dataset if cfg.dataset != "synthetic" else "cifar10")
     strategy = make_strategy(cfg)
+    logging.info("strategy %s, num_replicas_in_sync: %d", type(strategy).__name__, strategy.num_replicas_in_sync)
     trainer = _Trainer(model_cfg, cfg, workdir, strategy)
     trainer.fit((x_tr, y_tr), mean, std)
     x_te, y_te = data.x_test, data.y_test

@@ -1,0 +1,73 @@
+"""Side-by-side comparison of training reports: one PNG plot and a Markdown table.
+
+    python -m ddi_tf.compare --reports=DDI=runs/a/report.json,static=runs/b/report.json --out=docs/results/cifar_cpu
+
+Writes ``<out>.png`` (accuracy against mean MACs, every policy of every report) and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_list("reports", [], "label=path/to/report.json, ...")
+flags.DEFINE_string("out", None, "Output prefix (without extension).")
+FLAGS = flags.FLAGS
+
+
+def _fmt_row(label: str, policy: str, setting: str, r: dict, ref_macs: float) -> str:
+    return (f"| {label} | {policy} | {setting} | {100 * r['accuracy']:.2f} | {r['mean_macs'] / 1e6:.2f} "
+            f"({r['mean_macs'] / ref_macs:.2f}x) | {r['max_macs'] / 1e6:.2f} | {r.get('over_budget', 0)} |")
+
+
+def markdown(reports: dict[str, dict]) -> str:
+    """A Markdown table of every policy row of every report; MACs also relative to the first report's
+    static backbone MACs."""
+    ref = next(iter(reports.values()))["backbone_macs"]
+    lines = [f"MACs relative to the static backbone body ({ref / 1e6:.2f}M MACs).", "",
+             "| model | policy | setting | test accuracy (%) | mean MMACs (x backbone) | max MMACs | over budget |",
+             "|---|---|---|---|---|---|---|"]
+    for label, rep in reports.items():
+        for r in rep.get("exits_all_full", []):
+            lines.append(_fmt_row(label, "exit, gates full", f"exit{r['exit']} (after block {r['position']})", r, ref))
+        for r in rep.get("exits_learned_gates", []):
+            lines.append(_fmt_row(label, "exit, learned gates", f"exit{r['exit']}", r, ref))
+        for r in rep.get("anytime", []):
+            lines.append(_fmt_row(label, "anytime budget (gates full)", f"budget {r['budget_fraction']:.2f}", r, ref))
+        for r in rep.get("threshold", []):
+            lines.append(_fmt_row(label, "thresholds (learned gates)",
+                                  f"target {r['target_fraction']:.2f}, t={r['threshold']:.3f}", r, ref))
+        for r in rep.get("ddi_pareto", []):
+            lines.append(_fmt_row(label, "DDI (pareto)", f"budget {r['budget_fraction']:.2f}, t={r['threshold']:.3f}",
+                                  r, ref))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    """Writes the plot and the table."""
+    del argv
+    if not FLAGS.reports or not FLAGS.out:
+        raise app.UsageError("--reports and --out are required")
+    import ddi_tf  # noqa: F401
+    from ddi_tf.evaluate import plot_report
+
+    reports = {}
+    for item in FLAGS.reports:
+        label, _, path = item.partition("=")
+        if not path or not os.path.exists(path):
+            print(f"error: report {path or item!r} not found (expected label=path)", file=sys.stderr)
+            sys.exit(2)
+        with open(path) as f:
+            reports[label] = json.load(f)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    plot_report(reports, FLAGS.out + ".png", title="CIFAR-10 test accuracy against mean MACs")
+    with open(FLAGS.out + ".md", "w") as f:
+        f.write(markdown(reports))
+    print(f"wrote {FLAGS.out}.png and {FLAGS.out}.md")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,131 @@
+"""Training end to end on tiny synthetic data: every stage, resume, incompatible flags, the CLI, mirrored."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ddi_tf  # noqa: F401
+from ddi_tf import trainer as trainer_lib
+from ddi_tf.config import ModelConfig
+from ddi_tf.trainer import ResumeError, TrainConfig, train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
+TRAIN = TrainConfig(dataset="synthetic", synthetic_train=192, synthetic_test=64, val_size=64, batch_size=16,
+                    stage1_steps=4, stage2_steps=2, stage3_steps=2, rl_steps=2, warmup_steps=1, log_every=2,
+                    checkpoint_every=2, eval_batch_size=64, budget_fractions=(0.3, 1.0), target_fractions=(0.5, 1.0))
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_smoke_training_through_every_stage(tmp_path):
+    report = train_and_evaluate(MODEL, TRAIN, str(tmp_path))
+    assert report["train_steps"] == TRAIN.total_steps
+    for key in ("exits_all_full", "exits_learned_gates", "anytime", "threshold", "ddi", "ddi_pareto", "gate_usage"):
+        assert report[key], key
+    for row in report["anytime"] + report["ddi"]:
+        assert row["over_budget"] == 0
+        assert row["max_macs"] <= row["budget_macs"]
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["full_macs"] == report["full_macs"]
+    assert (tmp_path / "report.png").stat().st_size > 0
+    assert list((tmp_path / "tb").iterdir()), "TensorBoard events"
+    assert (tmp_path / "checkpoints" / "checkpoint").exists()
+
+
+def _final_weights(workdir: Path) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    from ddi_tf.model import build_model
+
+    model = build_model(MODEL)
+    ckpt = tf.train.Checkpoint(model=model)
+    ckpt.restore(tf.train.latest_checkpoint(str(workdir / "checkpoints"))).expect_partial()
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_interrupted_run_resumes_at_the_same_step(tmp_path, monkeypatch):
+    cfg = TrainConfig(**{**TRAIN.__dict__, "stage2_steps": 0, "stage3_steps": 0, "rl_steps": 0, "stage1_steps": 6})
+    train_and_evaluate(MODEL, cfg, str(tmp_path / "straight"))
+
+    original = trainer_lib._Trainer.make_step
+
+    def dying_make_step(self, *args):
+        step = original(self, *args)
+
+        def wrapped(images, labels):
+            if int(self.step.numpy()) == 5:
+                raise KeyboardInterrupt("killed")
+            return step(images, labels)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer_lib._Trainer, "make_step", dying_make_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(MODEL, cfg, str(tmp_path / "killed"))
+    assert not (tmp_path / "killed" / "report.json").exists()
+    monkeypatch.setattr(trainer_lib._Trainer, "make_step", original)
+    steps_seen = []
+    orig_fit = trainer_lib._Trainer.fit
+
+    def spy_fit(self, *args):
+        self.manager.restore_or_initialize()
+        steps_seen.append(int(self.step.numpy()))
+        return orig_fit(self, *args)
+
+    monkeypatch.setattr(trainer_lib._Trainer, "fit", spy_fit)
+    report = train_and_evaluate(MODEL, cfg, str(tmp_path / "killed"))
+    assert steps_seen == [4]  # last checkpoint before the kill at step 5
+    assert report["train_steps"] == 6
+    for a, b in zip(_final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_with_incompatible_flags_is_a_clear_error(tmp_path):
+    cfg = TrainConfig(**{**TRAIN.__dict__, "stage2_steps": 0, "stage3_steps": 0, "rl_steps": 0, "stage1_steps": 2})
+    train_and_evaluate(MODEL, cfg, str(tmp_path))
+    with pytest.raises(ResumeError, match=r"--depth: run has 8, now 14"):
+        train_and_evaluate(ModelConfig(depth=14, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4), cfg,
+                           str(tmp_path))
+    with pytest.raises(ResumeError, match=r"--lr"):
+        train_and_evaluate(MODEL, TrainConfig(**{**cfg.__dict__, "lr": 0.5}), str(tmp_path))
+    # settings that do not change what is trained may change
+    train_and_evaluate(MODEL, TrainConfig(**{**cfg.__dict__, "log_every": 7, "eval_limit": 32}), str(tmp_path))
+
+
+def _run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ddi_tf.train", *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--depth=21"], "6n+2"),
+    (["--target_cost=1.5"], "--target_cost must be in (0, 1]"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"], "/nonexistent/cifar"),
+])
+def test_cli_bad_input_is_a_clear_error(tmp_path, args, message):
+    res = _run_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", *args)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    res = _run_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--strategy=mirrored",
+                   "--cpu_devices=2", "--stage1_steps=4", "--stage2_steps=2", "--stage3_steps=2", "--rl_steps=0",
+                   "--batch_size=16", "--synthetic_train=128", "--synthetic_test=64", "--val_size=64")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["train_steps"] == 8
+    assert "num_replicas_in_sync: 2" in (tmp_path / "train.log").read_text()
