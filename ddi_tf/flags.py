@@ -46,7 +46,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("synthetic_train", 2048, "Synthetic data set: training images.")
     flags.DEFINE_integer("synthetic_test", 512, "Synthetic data set: test images.")
     # --- schedule ---
-    flags.DEFINE_string("workdir", None, "Run directory: flags, checkpoints, TensorBoard logs, report.")
+    flags.DEFINE_string("workdir", None, "Run directory: flags, checkpoints, TensorBoard logs, report "
+                        "(default: runs/<dataset>_<backbone><depth>_<gate_type>_g<groups>).")
     flags.DEFINE_integer("seed", 0, "Seed for data order, augmentation and initialisation.")
     flags.DEFINE_integer("batch_size", 128, "Global batch size.")
     flags.DEFINE_integer("stage1_steps", 1000, "Stage 1: backbone + exits, gates forced full.")

@@ -23,8 +23,8 @@ def main(argv: list[str]) -> None:
     """Trains and evaluates as the flags say."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required (for example --workdir=runs/cifar_cpu)")
+    workdir = FLAGS.workdir or os.path.join(
+        "runs", f"{FLAGS.dataset}_{FLAGS.backbone}{FLAGS.depth}_{FLAGS.gate_type}_g{FLAGS.groups}")
     from ddi_tf import trainer
     from ddi_tf.config import ConfigError
     from ddi_tf.costs import CostError
@@ -34,13 +34,14 @@ def main(argv: list[str]) -> None:
     try:
         model_cfg = ddi_flags.model_config_from_flags()
         train_cfg = ddi_flags.train_config_from_flags()
-        os.makedirs(FLAGS.workdir, exist_ok=True)
-        with open(os.path.join(FLAGS.workdir, "flags.txt"), "w") as f:
+        os.makedirs(workdir, exist_ok=True)
+        logging.info("work directory: %s", workdir)
+        with open(os.path.join(workdir, "flags.txt"), "w") as f:
             f.write(FLAGS.flags_into_string())
-        handler = pylogging.FileHandler(os.path.join(FLAGS.workdir, "train.log"))
+        handler = pylogging.FileHandler(os.path.join(workdir, "train.log"))
         handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.get_absl_logger().addHandler(handler)
-        report = trainer.train_and_evaluate(model_cfg, train_cfg, FLAGS.workdir)
+        report = trainer.train_and_evaluate(model_cfg, train_cfg, workdir)
     except (ConfigError, CostError, DataError, trainer.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
