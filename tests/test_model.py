@@ -175,7 +175,8 @@ def test_narrow_width_equals_sliced_computation():
 
 
 def test_gradients_reach_the_gate_weights():
-    model = build_model(TINY)
+    keras.utils.set_random_seed(0)
+    model = build_model(dataclasses.replace(TINY, gate_hidden=16))  # wide enough that no ReLU layer is all dead
     x, y = _x(8), np.arange(8) % 10
     with tf.GradientTape() as tape:
         out = model(x, training=True)
@@ -303,3 +304,18 @@ def test_budget_downgrades_then_halts():
     np.testing.assert_array_equal(new_onehot.numpy().argmax(-1), [2, 1, 0, 2])
     np.testing.assert_array_equal(new_state.numpy()[:, 1], [0, 0, 1, 0])  # 0 + 0 + 5 > 4: halted
     np.testing.assert_array_equal(new_state.numpy()[:, 0], [20, 10, 0, 20])
+
+
+def test_energy_budget_is_enforced_like_a_mac_budget():
+    cfg = dataclasses.replace(TINY, groups=4)
+    table = cost_table(build_pieces(cfg), "energy", "int8")
+    model = build_model(cfg, table, budget_input=True)
+    lo, hi = table.cheapest_answer(), table.full_cost()
+    budgets = np.linspace(lo, hi, 6)
+    out = {k: v.numpy() for k, v in model({"image": _x(6), "budget": tf.constant(budgets, tf.float64)},
+                                          training=False).items()}
+    outputs = policies.ExitOutputs.from_model_outputs(out, np.zeros(6, int))
+    assert outputs.reached[:, 0].all()
+    assert all((outputs.cost[outputs.reached[:, j], j] <= budgets[outputs.reached[:, j]]).all()
+               for j in range(outputs.num_exits))
+    assert outputs.reached[-1, -1]  # the full budget reaches the final exit
