@@ -23,7 +23,8 @@ class GateDecision(keras.layers.Layer):
 
     Outside the saved config, ``mode`` (set with ``ddi_tf.model.set_gate_mode``) overrides the decision:
     ``learned`` (default), ``full`` (always the widest option: the static path), ``random`` (with
-    probability ``random_prob`` a uniformly random option, else full; for training every width) and
+    probability ``random_prob`` a uniformly random option, else full; for training every width and for
+    calibrating activation ranges over every option) and
     ``fixed`` (always ``fixed_option``) and ``sample`` (an option drawn from the gate's softmax while
     training: the REINFORCE stage).
 
@@ -48,7 +49,7 @@ class GateDecision(keras.layers.Layer):
         if self.mode in ("full", "fixed", "random"):
             option = n - 1 if self.mode != "fixed" else self.fixed_option
             idx = tf.fill(tf.shape(logits)[:1], option)
-            if self.mode == "random" and training:
+            if self.mode == "random":
                 batch = tf.shape(logits)[:1]
                 rand = tf.random.uniform(batch, 0, n, dtype=tf.int32)
                 idx = tf.where(tf.random.uniform(batch) < self.random_prob, rand, idx)
