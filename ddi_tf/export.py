@@ -70,6 +70,17 @@ class FixedRange(keras.layers.Layer):
         return {**super().get_config(), "lo": self.lo, "hi": self.hi}
 
 
+def exact_range_max(hi: float) -> float:
+    """Rounds a [0, hi] range up so that hi / 255 has a short mantissa.
+
+    Then the scale is the same whether computed in float32 (the fake-quant op) or float64 (the converter's
+    calibration), and the converter does not insert a requantisation at a piece boundary.
+    """
+    scale = max(float(hi), 1e-6) / 255.0
+    step = 2.0 ** (np.floor(np.log2(scale)) - 12)
+    return float(255.0 * np.ceil(scale / step) * step)
+
+
 def int8_params(lo: float, hi: float) -> tuple[float, int]:
     """The (scale, zero_point) TFLite derives from a fake-quant range (nudged so 0 is exact)."""
     scale = (hi - lo) / 255.0
@@ -220,7 +231,8 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
     """Fixed ranges of the feature edges, and the float edge tensors used as representative inputs.
 
     The range of a stage is [0, max] over every feature map of that stage (all post-ReLU) on the full,
-    learned and random-option paths, so that any option's output fits.
+    learned and random-option paths, so that any option's output fits; the representative inputs of each
+    piece come from all three paths too (under a budget, any path may run).
     """
     names = ["stem_relu"] + [f"block{b}_relu2" for b in range(cfg.num_blocks)]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
@@ -236,10 +248,9 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
             for n, f in zip(names, feats, strict=True):
                 stage = 0 if n == "stem_relu" else int(n[5:-6]) // cfg.blocks_per_stage
                 maxima[stage] = max(maxima[stage], float(np.max(f)))
-                if mode == ("learned" if cfg.gated else "full"):
-                    samples[n].append(f.numpy())
+                samples[n].append(f.numpy())
     set_gate_mode(model, "learned")
-    ranges = {"image": (0.0, 255.0), **{f"stage{s}": (0.0, float(maxima[s])) for s in range(3)}}
+    ranges = {"image": (0.0, 255.0), **{f"stage{s}": (0.0, exact_range_max(maxima[s])) for s in range(3)}}
     return ranges, {n: np.concatenate(v) for n, v in samples.items()}
 
 
