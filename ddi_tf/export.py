@@ -47,6 +47,16 @@ MANIFEST_VERSION = 1
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0, -128  # int8 image = uint8 pixel - 128, exactly
 
 
+EDGETPU_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
+    "L2_NORMALIZATION", "LOGISTIC", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU",
+    "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE",
+    "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV"})
+"""Operations the Coral Edge TPU compiler maps to the TPU (coral.ai, "TensorFlow models on the Edge TPU",
+supported operations table); anything else falls back to the CPU."""
+
+
 class ExportError(ValueError):
     """The work directory cannot be exported (no checkpoint, unsupported model, ...)."""
 
@@ -320,7 +330,11 @@ def convert_multi_signature(pms: list[PieceModel], reps: dict[str, np.ndarray]) 
 # --- checks on the converted flatbuffers ------------------------------------------------------------------
 def tensor_report(content: bytes) -> dict:
     """Input/output quantisation, op names and float tensors of a converted model (via the interpreter)."""
-    interp = tf.lite.Interpreter(model_content=content)
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("export checks need LiteRT: pip install 'ddi_tf[runtimes]' (ai-edge-litert)") from e
+    interp = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
     tensors = interp.get_tensor_details()
     floats = [t["name"] for t in tensors if t["dtype"] in (np.float32, np.float16, np.float64)]
@@ -435,7 +449,8 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
                 entry.update({"signature": key, "file": f"stages/{key}.tflite", "sha256": _sha256(path),
                               "bytes": os.path.getsize(path), "input": reports[key]["input"],
                               "output": reports[key]["output"], "ops": reports[key]["ops"],
-                              "float_tensors": reports[key]["float_tensors"]})
+                              "float_tensors": reports[key]["float_tensors"],
+                              "edgetpu_unsupported_ops": sorted(set(reports[key]["ops"]) - EDGETPU_OPS)})
             options.append(entry)
         entries.append({"name": p.name, "kind": p.kind, "index": p.index, "options": options})
     edges = {}
@@ -483,6 +498,21 @@ def check_manifest_quantization(manifest: dict) -> list[str]:
     return problems
 
 
+def export_summary(manifest: dict, out_dir: str) -> dict:
+    """The report the export prints: counts, sizes, checks, Edge TPU readiness."""
+    options = [o for p in manifest["pieces"] for o in p["options"] if not o["identity"]]
+    unsupported = sorted({op for o in options for op in o["edgetpu_unsupported_ops"]})
+    return {
+        "out": out_dir, "piece_options": len(options),
+        "identity_skips": sum(1 for p in manifest["pieces"] for o in p["options"] if o["identity"]),
+        "full_macs": manifest["full_macs"], "flash_bytes": sum(o["bytes"] for o in options),
+        "float_tensors": sum(len(o["float_tensors"]) for o in options),
+        "boundary_quantization_problems": len(check_manifest_quantization(manifest)),
+        "ops": sorted({op for o in options for op in o["ops"]}),
+        "edgetpu_ready": not unsupported, "edgetpu_unsupported_ops": unsupported,
+    }
+
+
 def main(argv: list[str]) -> None:
     """CLI: ``python -m ddi_tf.export --workdir=W --out=D [--calibration_images=N]``."""
     import sys
@@ -514,9 +544,7 @@ def main(argv: list[str]) -> None:
     except (ExportError, data_lib.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    n = sum(1 for p in manifest["pieces"] for o in p["options"] if not o["identity"])
-    print(json.dumps({"out": FLAGS.out, "piece_options": n, "full_macs": manifest["full_macs"],
-                      "flash_bytes": sum(o.get("bytes", 0) for p in manifest["pieces"] for o in p["options"])}))
+    print(json.dumps(export_summary(manifest, FLAGS.out), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""int8 export of a tiny trained model: structure, checks, multi-signature file, parity, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ddi_tf  # noqa: F401
+from ddi_tf import data as data_lib
+from ddi_tf import export as export_lib
+from ddi_tf.config import ModelConfig
+from ddi_tf.parity import compare
+from ddi_tf.trainer import TrainConfig, train_and_evaluate
+
+MODEL = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=8)
+TRAIN = TrainConfig(dataset="synthetic", synthetic_train=512, synthetic_test=128, val_size=64, batch_size=32,
+                    stage1_steps=40, stage2_steps=10, stage3_steps=10, warmup_steps=5, log_every=10,
+                    checkpoint_every=100, eval_batch_size=128, budget_fractions=(1.0,), target_fractions=(1.0,))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    workdir, out = str(root / "run"), str(root / "model")
+    train_and_evaluate(MODEL, TRAIN, workdir)
+    data = data_lib.synthetic_cifar(TRAIN.synthetic_train, TRAIN.synthetic_test, 10, TRAIN.seed)
+    mean, std = data_lib.normalization_for("cifar10")
+    manifest = export_lib.export(workdir, out, data.x_train[:64], mean, std, data.class_names)
+    return workdir, out, manifest, data
+
+
+def test_every_piece_option_is_exported_fully_int8(exported):
+    _, out, manifest, _ = exported
+    names = [p["name"] for p in manifest["pieces"]]
+    assert names == ["stem", "gate0", "block0", "exit0", "gate1", "block1", "gate2", "block2", "exit1"]
+    block0 = next(p for p in manifest["pieces"] if p["name"] == "block0")
+    assert [o["name"] for o in block0["options"]] == ["skip", "w1", "w2"]
+    assert block0["options"][0]["identity"]  # identity skip: nothing runs
+    block1 = next(p for p in manifest["pieces"] if p["name"] == "block1")
+    assert not block1["options"][0]["identity"]  # projection skip still runs its shortcut
+    assert export_lib.check_manifest_quantization(manifest) == []
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            if o["identity"]:
+                continue
+            assert o["float_tensors"] == [] and o["input"]["dtype"] == "int8" and o["output"]["dtype"] == "int8"
+            path = os.path.join(out, o["file"])
+            assert hashlib.sha256(open(path, "rb").read()).hexdigest() == o["sha256"]
+    # narrower widths are smaller models with fewer MACs
+    w1, w2 = block1["options"][1], block1["options"][2]
+    assert w1["macs"] < w2["macs"] and w1["bytes"] < w2["bytes"]
+
+
+def test_multi_signature_file_has_a_signature_per_piece_option(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, out, manifest, _ = exported
+    interp = Interpreter(model_path=os.path.join(out, "ddi.tflite"))
+    sigs = interp.get_signature_list()
+    want = {o["signature"] for p in manifest["pieces"] for o in p["options"] if not o["identity"]}
+    assert set(sigs) == want
+    # a signature and its per-stage file compute the same thing
+    x = np.random.default_rng(0).integers(-128, 128, (1, 32, 32, 3), dtype=np.int8)
+    y_sig = interp.get_signature_runner("stem__run")(x=x)["y"]
+    single = Interpreter(model_path=os.path.join(out, "stages", "stem__run.tflite"))
+    single.allocate_tensors()
+    single.set_tensor(single.get_input_details()[0]["index"], x)
+    single.invoke()
+    np.testing.assert_array_equal(y_sig, single.get_tensor(single.get_output_details()[0]["index"]))
+
+
+def test_int8_pieces_follow_the_keras_model(exported):
+    workdir, out, _, data = exported
+    _, _, model = export_lib.load_trained(workdir)
+    mean, std = data_lib.normalization_for("cifar10")
+    res = compare(model, MODEL, out, data.x_test, mean, std)
+    # A briefly trained synthetic model has near-ties; the real-data thresholds are checked by the slow test.
+    assert res["gate_agreement"] >= 0.9
+    assert res["exit_agreement"][-1] >= 0.9
+
+
+def test_manifest_is_self_sufficient(exported):
+    _, out, manifest, _ = exported
+    on_disk = json.loads(open(os.path.join(out, "manifest.json")).read())
+    assert on_disk["version"] == export_lib.MANIFEST_VERSION
+    for key in ("class_names", "input", "edges", "full_macs", "reserves_macs", "exit_positions", "pieces"):
+        assert key in on_disk
+    assert on_disk["input"]["zero_point"] == -128 and on_disk["input"]["scale"] == 1.0
+
+
+def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(export_lib.ExportError, match="no config.json"):
+        export_lib.load_trained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model": MODEL.to_dict(), "train": {}}))
+    with pytest.raises(export_lib.ExportError, match="no trained checkpoint"):
+        export_lib.load_trained(str(tmp_path))
+
+
+def test_exact_range_keeps_float32_and_float64_scales_equal():
+    for hi in np.random.default_rng(0).uniform(0.1, 50, 200):
+        r = export_lib.exact_range_max(hi)
+        assert r >= hi and r < hi * 1.001
+        assert np.float32(np.float32(r) / np.float32(255)) == np.float32(r / 255.0)
