@@ -41,6 +41,7 @@ from absl import logging
 from ddi_tf.arch import Piece, build_pieces, full_macs
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
+from ddi_tf.data import normalize
 from ddi_tf.model import BN_EPSILON, build_model, set_gate_mode
 
 MANIFEST_VERSION = 1
@@ -199,10 +200,7 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                     out.append(PieceModel(f"block{b}", name, None, in_edge, out_edge, feeds))
                     continue
                 x, h = inp(in_edge, shape)
-                if project:
-                    shortcut = _conv(h, *_fold(model, f"block{b}_proj", f"block{b}_proj_bn"), stride)
-                else:
-                    shortcut = h
+                shortcut = _conv(h, *_fold(model, f"block{b}_proj", f"block{b}_proj_bn"), stride) if project else h
                 if k == 0:
                     y = keras.layers.ReLU()(shortcut)
                 else:
@@ -253,8 +251,7 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
         set_gate_mode(model, mode, p)
         fn = tf.function(lambda x: probe(x, training=False))
         for s in range(0, len(images), batch_size):
-            x = (images[s:s + batch_size].astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-            feats = fn(tf.constant(x))
+            feats = fn(normalize(images[s:s + batch_size], mean, std))
             for n, f in zip(names, feats, strict=True):
                 stage = 0 if n == "stem_relu" else int(n[5:-6]) // cfg.blocks_per_stage
                 maxima[stage] = max(maxima[stage], float(np.max(f)))

@@ -69,14 +69,15 @@ def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_siz
     """
     import tensorflow as tf
 
+    from ddi_tf.data import normalize
     from ddi_tf.model import set_gate_mode
 
     set_gate_mode(model, "learned")
     fn = tf.function(lambda x: model(x, training=False))
     k_dec, k_exit = [], []
     for s in range(0, len(images), batch_size):
-        x = (images[s:s + batch_size].astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-        out = {k: v.numpy() for k, v in fn(tf.constant(x)).items()}
+        x = normalize(images[s:s + batch_size], mean, std)
+        out = {k: v.numpy() for k, v in fn(x).items()}
         k_dec.append(np.stack([out[f"block{b}_decision"].argmax(-1) for b in range(cfg.num_blocks)], 1)
                      if cfg.gated else np.zeros((len(x), 0), int))
         k_exit.append(np.stack([out[f"exit{j}_logits"].argmax(-1) for j in range(len(cfg.exit_positions))], 1))

@@ -49,7 +49,8 @@ def test_every_piece_option_is_exported_fully_int8(exported):
                 continue
             assert o["float_tensors"] == [] and o["input"]["dtype"] == "int8" and o["output"]["dtype"] == "int8"
             path = os.path.join(out, o["file"])
-            assert hashlib.sha256(open(path, "rb").read()).hexdigest() == o["sha256"]
+            with open(path, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == o["sha256"]
     # narrower widths are smaller models with fewer MACs
     w1, w2 = block1["options"][1], block1["options"][2]
     assert w1["macs"] < w2["macs"] and w1["bytes"] < w2["bytes"]
@@ -85,7 +86,8 @@ def test_int8_pieces_follow_the_keras_model(exported):
 
 def test_manifest_is_self_sufficient(exported):
     _, out, manifest, _ = exported
-    on_disk = json.loads(open(os.path.join(out, "manifest.json")).read())
+    with open(os.path.join(out, "manifest.json")) as f:
+        on_disk = json.load(f)
     assert on_disk["version"] == export_lib.MANIFEST_VERSION
     for key in ("class_names", "input", "edges", "full_macs", "reserves_macs", "exit_positions", "pieces"):
         assert key in on_disk
