@@ -107,3 +107,16 @@ def test_exact_range_keeps_float32_and_float64_scales_equal():
         r = export_lib.exact_range_max(hi)
         assert r >= hi and r < hi * 1.001
         assert np.float32(np.float32(r) / np.float32(255)) == np.float32(r / 255.0)
+
+
+def test_int8_budget_policy_never_exceeds_its_budget(exported):
+    from ddi_tf.parity import ReferenceLoop
+
+    _, out, manifest, data = exported
+    loop = ReferenceLoop(out)
+    rng = np.random.default_rng(0)
+    lo, hi = manifest["cheapest_answer_macs"], manifest["full_macs"]
+    for img in data.x_test[:20]:
+        budget = float(rng.uniform(lo, hi))
+        r = loop.run(img, budget=budget)
+        assert r["cost"] <= budget and r["pred"] >= 0
