@@ -54,10 +54,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("stage2_steps", 0, "Stage 2: gates only, backbone frozen.")
     flags.DEFINE_integer("stage3_steps", 0, "Stage 3: joint fine-tuning with the cost term.")
     flags.DEFINE_integer("rl_steps", 0, "Optional REINFORCE stage for the gates (SkipNet hybrid RL).")
+    flags.DEFINE_integer("qat_steps", 0, "Quantization-aware fine-tuning steps (tfmot) after the float stages.")
     flags.DEFINE_float("lr", 0.1, "Stage 1 peak learning rate.")
     flags.DEFINE_float("gate_lr", 0.01, "Stage 2 learning rate.")
     flags.DEFINE_float("finetune_lr", 0.01, "Stage 3 peak learning rate.")
     flags.DEFINE_float("rl_lr", 0.001, "REINFORCE stage learning rate.")
+    flags.DEFINE_float("qat_lr", 0.001, "QAT stage peak learning rate.")
     flags.DEFINE_enum("schedule", "cosine", ["cosine", "step"], "Learning-rate schedule within each stage.")
     flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps at the start of stage 1.")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
@@ -85,10 +87,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing mirrored).")
 
     flags.register_validator("batch_size", lambda v: v > 0, "--batch_size must be > 0")
-    for name in ("stage1_steps", "stage2_steps", "stage3_steps", "rl_steps", "warmup_steps", "val_size",
+    for name in ("stage1_steps", "stage2_steps", "stage3_steps", "rl_steps", "qat_steps", "warmup_steps", "val_size",
                  "eval_limit", "cpu_devices"):
         flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
-    for name in ("lr", "gate_lr", "finetune_lr", "rl_lr"):
+    for name in ("lr", "gate_lr", "finetune_lr", "rl_lr", "qat_lr"):
         flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
     flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1)")
     flags.register_validator("target_cost", lambda v: 0 < v <= 1, "--target_cost must be in (0, 1]")
@@ -140,8 +142,8 @@ def train_config_from_flags() -> TrainConfig:
         dataset=f.dataset, data_dir=f.data_dir, cache_dir=f.cache_dir, val_size=f.val_size,
         synthetic_train=f.synthetic_train, synthetic_test=f.synthetic_test, seed=f.seed,
         batch_size=f.batch_size, stage1_steps=f.stage1_steps, stage2_steps=f.stage2_steps,
-        stage3_steps=f.stage3_steps, rl_steps=f.rl_steps, lr=f.lr, gate_lr=f.gate_lr,
-        finetune_lr=f.finetune_lr, rl_lr=f.rl_lr, schedule=f.schedule, warmup_steps=f.warmup_steps,
+        stage3_steps=f.stage3_steps, rl_steps=f.rl_steps, qat_steps=f.qat_steps, lr=f.lr, gate_lr=f.gate_lr,
+        finetune_lr=f.finetune_lr, rl_lr=f.rl_lr, qat_lr=f.qat_lr, schedule=f.schedule, warmup_steps=f.warmup_steps,
         momentum=f.momentum, exit_weights=tuple(float(w) for w in f.exit_weights),
         random_width_prob=f.random_width_prob, cost=f.cost, latency_table=f.latency_table,
         target_cost=f.target_cost, cost_weight=f.cost_weight, rl_cost_weight=f.rl_cost_weight,

@@ -6,6 +6,8 @@ Stages (each runs for its number of steps; 0 skips it):
 2. ``stage2``: gates only, backbone frozen (its batch norms in inference mode); exits' CE + cost term.
 3. ``stage3``: everything, exits' CE + cost term.
 4. ``rl``: optional REINFORCE on sampled gate decisions (SkipNet's hybrid RL), CE on the backbone.
+5. ``qat``: quantization-aware fine-tuning (``ddi_tf.qat``, tfmot) of everything, losses as in stage 3; the
+   trained weights are copied back into the float model, which the evaluation and the int8 export read.
 
 The cost term follows fractional skipping: ``cost_weight * sign(ratio - target) * ratio`` where ratio is the
 batch's mean executed cost over the full cost; it pushes cost down above the target and up below it.
@@ -32,7 +34,7 @@ from ddi_tf.evaluate import evaluate_model, plot_report, write_json_atomic
 from ddi_tf.model import build_model, num_exits, set_gate_mode
 
 CONFIG_VERSION = 1
-STAGES = ("stage1", "stage2", "stage3", "rl")
+STAGES = ("stage1", "stage2", "stage3", "rl", "qat")
 
 
 class ResumeError(ValueError):
@@ -55,10 +57,12 @@ class TrainConfig:
     stage2_steps: int = 0
     stage3_steps: int = 0
     rl_steps: int = 0
+    qat_steps: int = 0
     lr: float = 0.1
     gate_lr: float = 0.01
     finetune_lr: float = 0.01
     rl_lr: float = 0.001
+    qat_lr: float = 0.001
     schedule: str = "cosine"
     warmup_steps: int = 200
     momentum: float = 0.9
@@ -81,8 +85,8 @@ class TrainConfig:
 
     def stage_steps(self) -> list[tuple[str, int]]:
         """(stage name, steps) in order."""
-        return list(zip(STAGES, (self.stage1_steps, self.stage2_steps, self.stage3_steps, self.rl_steps),
-                        strict=True))
+        steps = (self.stage1_steps, self.stage2_steps, self.stage3_steps, self.rl_steps, self.qat_steps)
+        return list(zip(STAGES, steps, strict=True))
 
     @property
     def total_steps(self) -> int:
@@ -135,11 +139,15 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
         diffs = []
         if old.get("version") != CONFIG_VERSION:
             diffs.append(f"config version {old.get('version')} != {CONFIG_VERSION}")
+        defaults = {"model": _jsonable(dataclasses.asdict(ModelConfig())),
+                    "train": _jsonable(dataclasses.asdict(TrainConfig()))}
         for section in ("model", "train"):
             a, b = old.get(section, {}), new[section]
             for k in sorted(set(a) | set(b)):
                 if section == "train" and k in RESUMABLE_KEYS:
                     continue
+                if k not in a and b.get(k) == defaults[section].get(k):
+                    continue  # a setting added after the run started, left at its default
                 if a.get(k) != b.get(k):
                     diffs.append(f"--{k}: run has {a.get(k)!r}, now {b.get(k)!r}")
         if diffs:
@@ -155,7 +163,8 @@ def _jsonable(d: dict) -> dict:
 
 def learning_rate(stage: str, step: tf.Tensor, steps: int, cfg: TrainConfig) -> tf.Tensor:
     """The learning rate at ``step`` (0-based, within the stage)."""
-    peak = {"stage1": cfg.lr, "stage2": cfg.gate_lr, "stage3": cfg.finetune_lr, "rl": cfg.rl_lr}[stage]
+    peaks = {"stage1": cfg.lr, "stage2": cfg.gate_lr, "stage3": cfg.finetune_lr, "rl": cfg.rl_lr, "qat": cfg.qat_lr}
+    peak = peaks[stage]
     t = tf.cast(step, tf.float32)
     n = float(max(steps, 1))
     if cfg.schedule == "cosine":
@@ -175,6 +184,7 @@ class _Trainer:
         self.full_cost = self.table.full_cost()
         with strategy.scope():
             self.model = build_model(model_cfg, self.table)
+            self.active = self.model  # the model being trained: the float model, or its QAT version
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.optimizers = {s: keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.momentum) for s in STAGES}
         self.exits = num_exits(self.model)
@@ -186,16 +196,28 @@ class _Trainer:
                                                                             self.optimizers.items()})
         self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+        self.qat_model: keras.Model | None = None
+        self.qat_manager: tf.train.CheckpointManager | None = None
+
+    def build_qat(self) -> None:
+        """Wraps the (trained) float model for QAT, with its own checkpoints under ``checkpoints_qat/``."""
+        from ddi_tf import qat
+
+        with self.strategy.scope():
+            self.qat_model = qat.quantize_model(self.model)
+        ckpt = tf.train.Checkpoint(model=self.qat_model, step=self.step, opt_qat=self.optimizers["qat"])
+        self.qat_manager = tf.train.CheckpointManager(ckpt, os.path.join(self.workdir, "checkpoints_qat"),
+                                                      max_to_keep=2)
 
     # --- one training step ------------------------------------------------------------------------------
     def make_step(self, stage: str, stage_start: int, steps: int):
-        cfg, model, full = self.cfg, self.model, self.full_cost
+        cfg, model, full = self.cfg, self.active, self.full_cost
         opt = self.optimizers[stage]
         variables = model.trainable_variables
         global_batch = cfg.batch_size
         block_names = sorted((k for k in model.output if k.endswith("_decision")),
                              key=lambda k: int(k[5:-9]))
-        with_cost = stage in ("stage2", "stage3") and self.model_cfg.gated
+        with_cost = stage in ("stage2", "stage3", "qat") and self.model_cfg.gated
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
@@ -243,16 +265,16 @@ class _Trainer:
 
     def configure_stage(self, stage: str) -> None:
         gated = self.model_cfg.gated
-        for layer in self.model.layers:
+        for layer in self.active.layers:
             is_gate = layer.name.startswith("gate")
             layer.trainable = is_gate if stage == "stage2" else True
         if stage == "stage1":
-            set_gate_mode(self.model, "random" if self.cfg.random_width_prob > 0 else "full",
+            set_gate_mode(self.active, "random" if self.cfg.random_width_prob > 0 else "full",
                           self.cfg.random_width_prob)
         elif stage == "rl":
-            set_gate_mode(self.model, "sample")
+            set_gate_mode(self.active, "sample")
         else:
-            set_gate_mode(self.model, "learned")
+            set_gate_mode(self.active, "learned")
         if stage in ("stage2", "rl") and not gated:
             raise ValueError(f"{stage} trains gates, but the model has none (--gate_type=none)")
 
@@ -262,10 +284,14 @@ class _Trainer:
 
         cfg = self.cfg
         restored = self.manager.restore_or_initialize()
+        if cfg.qat_steps and tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints_qat")):
+            self.build_qat()
+            restored = self.qat_manager.restore_or_initialize()
         start = int(self.step.numpy())
         if restored:
             logging.info("resumed from %s at step %d", restored, start)
         if start >= cfg.total_steps:
+            self._finish_qat()
             return
         ds = data_lib.make_train_dataset(train_xy[0], train_xy[1], cfg.batch_size, cfg.seed, augment=True,
                                          mean=mean, std=std, skip_batches=start)
@@ -281,8 +307,13 @@ class _Trainer:
                 logging.warning("skipping %s: the static backbone has no gates", stage)
                 self.step.assign(offset)
                 continue
+            if stage == "qat":
+                if self.qat_model is None:
+                    self.build_qat()
+                self.active = self.qat_model
             self.configure_stage(stage)
             train_step = self.make_step(stage, stage_start, steps)
+            manager = self.qat_manager if stage == "qat" else self.manager
             logging.info("%s: steps %d..%d", stage, max(stage_start, int(self.step.numpy())), offset)
             t0, n0, acc = time.time(), int(self.step.numpy()), {}
             while int(self.step.numpy()) < offset:
@@ -297,8 +328,19 @@ class _Trainer:
                     self._log(stage, s, acc, ips, bar)
                     t0, n0, acc = time.time(), s, {}
                 if s % cfg.checkpoint_every == 0 or s == offset:
-                    self.manager.save(checkpoint_number=s)
+                    manager.save(checkpoint_number=s)
         bar.close()
+        self._finish_qat()
+
+    def _finish_qat(self) -> None:
+        """After QAT, the float model takes the QAT-trained weights and is checkpointed as the final model."""
+        if self.qat_model is None:
+            return
+        from ddi_tf import qat
+
+        qat.float_weights_from_qat(self.qat_model, self.model)
+        self.active = self.model
+        self.manager.save(checkpoint_number=int(self.step.numpy()))
 
     def _log(self, stage: str, step: int, acc: dict, ips: float, bar) -> None:
         means = {k: np.mean(np.stack(v), axis=0) for k, v in acc.items()}

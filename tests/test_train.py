@@ -129,3 +129,25 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["train_steps"] == 8
     assert "num_replicas_in_sync: 2" in (tmp_path / "train.log").read_text()
+
+
+def test_qat_stage_trains_the_quantized_model_and_hands_its_weights_back(tmp_path):
+    import tensorflow as tf
+
+    from ddi_tf import qat
+    from ddi_tf.model import build_model
+
+    cfg = TrainConfig(**{**TRAIN.__dict__, "rl_steps": 0, "qat_steps": 4})
+    report = train_and_evaluate(MODEL, cfg, str(tmp_path))
+    assert report["train_steps"] == 12
+    q = qat.quantize_model(build_model(MODEL))
+    tf.train.Checkpoint(model=q).restore(tf.train.latest_checkpoint(str(tmp_path / "checkpoints_qat"))).expect_partial()
+    pre_qat = build_model(MODEL)
+    tf.train.Checkpoint(model=pre_qat).restore(str(tmp_path / "checkpoints" / "ckpt-8")).expect_partial()
+    final = _final_weights(tmp_path)
+    by_name = {v.name: v.numpy() for v in q.weights}
+    names = [w.name for w in pre_qat.weights]
+    for name, w in zip(names, final, strict=True):
+        np.testing.assert_array_equal(w, by_name[name])
+    kernel = names.index("block1_conv1/kernel:0")
+    assert not np.array_equal(final[kernel], pre_qat.get_weights()[kernel])  # QAT changed the weights
