@@ -97,6 +97,8 @@ class TrainConfig:
 # Settings that may change between a run and its resumption (they do not change what is trained).
 RESUMABLE_KEYS = {"data_dir", "cache_dir", "log_every", "checkpoint_every", "eval_batch_size", "budget_fractions",
                   "target_fractions", "eval_limit", "strategy", "tpu", "cpu_devices", "latency_table"}
+# Settings that may change until the QAT stage has started (extending a trained float run with QAT).
+EXTENDABLE_KEYS = {"qat_steps", "qat_lr"}
 
 
 def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
@@ -146,6 +148,9 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
             for k in sorted(set(a) | set(b)):
                 if section == "train" and k in RESUMABLE_KEYS:
                     continue
+                if section == "train" and k in EXTENDABLE_KEYS and not os.path.isdir(
+                        os.path.join(workdir, "checkpoints_qat")):
+                    continue  # a finished float run may be extended with a QAT stage
                 if k not in a and b.get(k) == defaults[section].get(k):
                     continue  # a setting added after the run started, left at its default
                 if a.get(k) != b.get(k):
