@@ -103,20 +103,20 @@ def define_flags() -> None:
     flags.register_validator("target_fractions", _fractions, "--target_fractions must be numbers in (0, 1]")
 
 
-def _all_ints(values: list[str]) -> bool:
+def _parses(values: list[str], kind: type) -> bool:
     try:
-        [int(v) for v in values]
+        [kind(v) for v in values]
     except ValueError:
         return False
     return True
+
+
+def _all_ints(values: list[str]) -> bool:
+    return _parses(values, int)
 
 
 def _all_floats(values: list[str]) -> bool:
-    try:
-        [float(v) for v in values]
-    except ValueError:
-        return False
-    return True
+    return _parses(values, float)
 
 
 def _fractions(values: list[str]) -> bool:
