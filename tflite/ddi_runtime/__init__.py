@@ -1,0 +1,9 @@
+"""ddi_runtime: run ddi_tf int8 exports on a board (LiteRT / tflite-runtime / Edge TPU) under hard budgets.
+
+Imports numpy and a TFLite interpreter only, never TensorFlow (unless ``interpreter='tensorflow'``).
+"""
+
+from ddi_runtime.scheduler import BudgetError, ModelError, Result, Scheduler, load_manifest
+
+__all__ = ["BudgetError", "ModelError", "Result", "Scheduler", "load_manifest"]
+__version__ = "0.1.0"

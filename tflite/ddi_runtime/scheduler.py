@@ -1,0 +1,272 @@
+"""Loads a ddi_tf export and runs samples piece by piece under a hard per-sample budget.
+
+The budget rule (the same as ddi_tf's Keras policy and the C core in ``micro/``): before each piece, the
+sample halts when the piece's cheapest option plus the cheapest way on to the next exit (the manifest's
+reserve) no longer fits in what remains of its budget, and answers from the latest exit it reached; for a
+gated block the scheduler runs the gate's choice, or the widest cheaper option that fits. An exit answers
+early when its max softmax reaches its threshold. A budget below the cheapest way to the first exit is an
+error before any sample runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from ddi_runtime.interpreters import choose_backend, make_interpreter
+
+MANIFEST_VERSION = 1
+BUDGET_KINDS = {"macs": "macs", "uj": "energy_uj", "ms": "latency_ms"}
+
+
+class ModelError(ValueError):
+    """An export directory that cannot be used (missing, corrupt, wrong version, checksum mismatch)."""
+
+
+class BudgetError(ValueError):
+    """A budget no sample can meet."""
+
+
+@dataclasses.dataclass
+class Result:
+    """What one sample did."""
+
+    pred: int
+    exit: int
+    cost: float
+    macs: float
+    decisions: list[int]
+    latency_ms: float
+    invoke_ms: float
+    exit_logits: list[np.ndarray]
+    halted: bool
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(model_dir: str, verify: bool = True) -> dict:
+    """Reads and validates ``model_dir/manifest.json`` (version, files, checksums)."""
+    path = os.path.join(model_dir, "manifest.json")
+    if not os.path.exists(path):
+        raise ModelError(f"{model_dir} is not a ddi_tf export: no manifest.json (export with python -m ddi_tf.export)")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path} is not valid JSON: {e}") from e
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if version != MANIFEST_VERSION:
+        raise ModelError(f"{path} has manifest version {version!r}; this runtime reads version {MANIFEST_VERSION}. "
+                         "Re-export the model with a matching ddi_tf, or install the matching ddi_runtime.")
+    if verify:
+        for p in manifest["pieces"]:
+            for o in p["options"]:
+                if o["identity"]:
+                    continue
+                f = os.path.join(model_dir, o["file"])
+                if not os.path.exists(f):
+                    raise ModelError(f"{model_dir}: piece file {o['file']} is missing")
+                if _sha256(f) != o["sha256"]:
+                    raise ModelError(f"{model_dir}: checksum mismatch for {o['file']} (corrupt or replaced file)")
+    return manifest
+
+
+def load_latency_table(path: str, manifest: dict) -> dict[tuple[str, str], float]:
+    """(piece, option) -> measured milliseconds, from ``profile``'s latency.json; every piece must be there."""
+    if not os.path.exists(path):
+        raise ModelError(f"latency table {path} does not exist: run `python -m ddi_runtime profile --model_dir=D`")
+    with open(path) as f:
+        table = json.load(f)["pieces"]
+    out = {}
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            try:
+                out[(p["name"], o["name"])] = float(table[p["name"]][o["name"]])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"latency table {path} lacks {p['name']}/{o['name']}: {e}") from e
+    return out
+
+
+class Scheduler:
+    """The stage-wise DDI scheduler over one export directory.
+
+    Args:
+      model_dir: the export directory.
+      interpreter: ``auto``, ``litert``, ``tflite_runtime`` or ``tensorflow``.
+      threads: CPU threads per interpreter.
+      delegate: ``default``, ``none`` (builtin kernels, no XNNPACK: the parity reference) or ``edgetpu``.
+      latency_table: latency.json for millisecond budgets (default: ``model_dir/latency.json`` if present).
+      latency_margin: planned latency = measured x (1 + margin).
+    """
+
+    def __init__(self, model_dir: str, interpreter: str = "auto", threads: int = 1, delegate: str = "default",
+                 latency_table: str | None = None, latency_margin: float = 0.1):
+        self.model_dir = model_dir
+        self.manifest = load_manifest(model_dir)
+        self.backend = choose_backend(interpreter)
+        self.delegate = delegate
+        self.interps = {}
+        for p in self.manifest["pieces"]:
+            for o in p["options"]:
+                if o["identity"]:
+                    continue
+                try:
+                    interp = make_interpreter(self.backend, os.path.join(model_dir, o["file"]), threads, delegate)
+                except (ValueError, RuntimeError) as e:
+                    if "edgetpu" in str(e).lower() or "Edge TPU" in str(e):
+                        raise
+                    raise ModelError(f"{o['file']} is not a loadable .tflite model: {e}") from e
+                self.interps[(p["name"], o["name"])] = (interp, interp.get_input_details()[0]["index"],
+                                                        interp.get_output_details()[0]["index"])
+        self.latency: dict[tuple[str, str], float] | None = None
+        table = latency_table or os.path.join(model_dir, "latency.json")
+        if latency_table or os.path.exists(table):
+            self.latency = load_latency_table(table, self.manifest)
+        self.latency_margin = latency_margin
+        self.num_exits = sum(1 for p in self.manifest["pieces"] if p["kind"] == "exit")
+
+    # --- costs -------------------------------------------------------------------------------------------------
+    def costs(self, kind: str) -> tuple[list[list[float]], list[float]]:
+        """Per-piece option costs and reserves in a budget kind (``macs``, ``uj`` or ``ms``)."""
+        if kind not in BUDGET_KINDS:
+            raise BudgetError(f"unknown budget kind {kind!r}; valid: {sorted(BUDGET_KINDS)}")
+        pieces = self.manifest["pieces"]
+        if kind == "ms":
+            if self.latency is None:
+                raise BudgetError("a latency budget needs a latency table: run `python -m ddi_runtime profile "
+                                  f"--model_dir={self.model_dir}` first (or pass --latency_table)")
+            scale = 1.0 + self.latency_margin
+            costs = [[self.latency[(p["name"], o["name"])] * scale for o in p["options"]] for p in pieces]
+        else:
+            key = BUDGET_KINDS[kind]
+            costs = [[float(o[key]) for o in p["options"]] for p in pieces]
+        reserves, from_next = [0.0] * len(pieces), 0.0
+        for i in range(len(pieces) - 1, -1, -1):
+            is_exit = pieces[i]["kind"] == "exit"
+            reserves[i] = 0.0 if is_exit else from_next
+            from_next = min(costs[i]) + (0.0 if is_exit else from_next)
+        return costs, reserves
+
+    def cheapest_answer(self, kind: str) -> float:
+        """The least cost of any path to the first exit."""
+        costs, _ = self.costs(kind)
+        total = 0.0
+        for p, c in zip(self.manifest["pieces"], costs, strict=True):
+            total += min(c)
+            if p["kind"] == "exit":
+                return total
+        raise ModelError("the export has no exit")
+
+    def check_budget(self, kind: str, budget: float) -> None:
+        """BudgetError when ``budget`` is below the cheapest way to an answer."""
+        cheapest = self.cheapest_answer(kind)
+        if not (budget >= cheapest and not math.isnan(budget)):
+            raise BudgetError(f"budget {budget:g} {kind} is below the cheapest way to an answer ({cheapest:g} {kind}: "
+                              "stem, gates and every block skipped, up to the first exit)")
+
+    # --- running -------------------------------------------------------------------------------------------------
+    def _invoke(self, piece: str, option: str, x: np.ndarray) -> np.ndarray:
+        interp, i, o = self.interps[(piece, option)]
+        t0 = time.perf_counter()
+        interp.set_tensor(i, x)
+        interp.invoke()
+        y = interp.get_tensor(o)
+        self._invoke_s += time.perf_counter() - t0
+        return y
+
+    @staticmethod
+    def _confidence(option: dict, logits: np.ndarray) -> float:
+        q = option["output"]
+        z = (logits.astype(np.float64) - q["zero_point"]) * q["scale"]
+        e = np.exp(z - z.max())
+        return float(e.max() / e.sum())
+
+    def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
+            thresholds: list[float] | float | None = None, plan: tuple | None = None) -> Result:
+        """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units).
+
+        ``plan`` is ``self.costs(kind)``, passed in to avoid recomputing it per sample.
+        """
+        image_uint8 = np.asarray(image_uint8)
+        if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
+            raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
+        costs, reserves = plan or self.costs(kind)
+        n_exits = self.num_exits
+        th = [math.inf] * n_exits if thresholds is None else list(np.broadcast_to(thresholds, (n_exits,)))
+        self._invoke_s = 0.0
+        t0 = time.perf_counter()
+        x = (image_uint8.astype(np.int16) - 128).astype(np.int8)[None]
+        spent, macs, option, j, pred, exit_j, halted = 0.0, 0.0, None, 0, -1, -1, False
+        decisions, exit_logits = [], []
+        for p, c, reserve in zip(self.manifest["pieces"], costs, reserves, strict=True):
+            if spent + min(c) + reserve > budget:
+                halted = True
+                break
+            kind_p = p["kind"]
+            if kind_p != "block":
+                macs += p["options"][0]["macs"]
+            if kind_p == "gate":
+                option = int(np.argmax(self._invoke(p["name"], "run", x)[0]))
+                spent += c[0]
+            elif kind_p == "block":
+                k = len(c) - 1 if option is None else option
+                while k > 0 and spent + c[k] + reserve > budget:
+                    k -= 1
+                o = p["options"][k]
+                if not o["identity"]:
+                    x = self._invoke(p["name"], o["name"], x)
+                spent += c[k]
+                macs += o["macs"]
+                if option is not None:
+                    decisions.append(k)
+                option = None
+            elif kind_p == "exit":
+                logits = self._invoke(p["name"], "run", x)[0].copy()
+                spent += c[0]
+                exit_logits.append(logits)
+                exit_j, pred = j, int(np.argmax(logits))
+                if self._confidence(p["options"][0], logits) >= th[j]:
+                    break
+                j += 1
+            else:
+                x = self._invoke(p["name"], "run", x)
+                spent += c[0]
+        return Result(pred, exit_j, spent, macs, decisions, 1e3 * (time.perf_counter() - t0), 1e3 * self._invoke_s,
+                      exit_logits, halted)
+
+    def profile(self, repeats: int = 50, seed: int = 0) -> dict:
+        """Median latency (ms) of every piece option on this device, batch 1, random int8 inputs."""
+        rng = np.random.default_rng(seed)
+        pieces = {}
+        for p in self.manifest["pieces"]:
+            entry = {}
+            for o in p["options"]:
+                if o["identity"]:
+                    entry[o["name"]] = 0.0
+                    continue
+                interp, i, out = self.interps[(p["name"], o["name"])]
+                shape = interp.get_input_details()[0]["shape"]
+                x = rng.integers(-128, 128, size=shape, dtype=np.int8)
+                times = []
+                for _ in range(repeats + 3):
+                    t0 = time.perf_counter()
+                    interp.set_tensor(i, x)
+                    interp.invoke()
+                    interp.get_tensor(out)
+                    times.append(time.perf_counter() - t0)
+                entry[o["name"]] = float(1e3 * np.median(times[3:]))
+            pieces[p["name"]] = entry
+        return {"unit": "ms", "interpreter": self.backend, "delegate": self.delegate, "repeats": repeats,
+                "pieces": pieces}
