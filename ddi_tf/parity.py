@@ -2,106 +2,26 @@
 
     python -m ddi_tf.parity --workdir=W --model_dir=D [--limit=1000] [--budget_fractions=...] [--json=out.json]
 
-The loop runs the pieces of ``D/stages`` with LiteRT's reference kernels (no XNNPACK), following each gate's
-argmax, computing every exit (no early exit, no budget), and compares the gate decisions and every exit's
-argmax with the Keras model's on the same images (the test split of the run's data set); then compares
-float and int8 accuracy under the same hard budgets (the DDI budget rule run on the int8 pieces).
+The int8 side is the board runtime's scheduler (``tflite/ddi_runtime``) over ``D/stages`` with LiteRT's
+builtin kernels and no delegate (bit-identical to tflite-runtime and tf.lite without delegates): following
+each gate's argmax and computing every exit (no early exit, no budget), its gate decisions and every exit's
+argmax are compared with the Keras model's on the same images (the test split of the run's data set); then
+float and int8 accuracy are compared under the same hard budgets.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 
-def _interpreter(path: str, reference: bool):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = Interpreter(model_path=path, experimental_op_resolver_type=kind)
-    interp.allocate_tensors()
-    return interp
-
-
-class ReferenceLoop:
-    """Runs the exported pieces for one image at a time with the DDI policy, in plain Python.
-
-    Without a budget or thresholds it computes every exit and follows every gate (for parity); with them it
-    applies the reservation rule of ``ddi_tf.costs`` (halt, or downgrade a gate's choice, when the next
-    piece would leave no affordable way to the next exit) and exits early when confident.
-
-    Args:
-      model_dir: an export directory.
-      reference: LiteRT's reference kernels (slow, the parity baseline) or its optimised builtin kernels
-        (no XNNPACK delegate).
-    """
-
-    def __init__(self, model_dir: str, reference: bool = False):
-        with open(os.path.join(model_dir, "manifest.json")) as f:
-            self.manifest = json.load(f)
-        self.interps = {}
-        for p in self.manifest["pieces"]:
-            for o in p["options"]:
-                if not o["identity"]:
-                    self.interps[(p["name"], o["name"])] = _interpreter(os.path.join(model_dir, o["file"]), reference)
-
-    def _invoke(self, piece: str, option: str, x: np.ndarray) -> np.ndarray:
-        interp = self.interps[(piece, option)]
-        interp.set_tensor(interp.get_input_details()[0]["index"], x)
-        interp.invoke()
-        return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
-
-    def _confidence(self, piece: dict, logits: np.ndarray) -> float:
-        q = piece["options"][0]["output"]
-        z = (logits.astype(np.float64) - q["zero_point"]) * q["scale"]
-        p = np.exp(z - z.max())
-        return float(p.max() / p.sum())
-
-    def run(self, image_uint8: np.ndarray, budget: float = float("inf"), thresholds=None, unit: str = "macs"
-            ) -> dict:
-        """Runs one (32, 32, 3) uint8 image.
-
-        Returns ``pred`` (class, -1 if no exit was reached), ``exit`` (answering exit), ``cost`` (in ``unit``),
-        ``decisions`` (option run per gated block, -1 where halted) and ``exit_logits`` (int8, every exit run).
-        """
-        key = "macs" if unit == "macs" else "energy_uj"
-        reserves = self.manifest["reserves_macs" if unit == "macs" else "reserves_energy_uj"]
-        x = (image_uint8.astype(np.int16) - 128).astype(np.int8)[None]
-        spent, option, exit_j, pred = 0.0, None, -1, -1
-        decisions, exit_logits = [], []
-        j = 0
-        for p, reserve in zip(self.manifest["pieces"], reserves, strict=True):
-            costs = [o[key] for o in p["options"]]
-            if spent + min(costs) + reserve > budget:
-                break
-            if p["kind"] == "gate":
-                option = int(np.argmax(self._invoke(p["name"], "run", x)[0]))
-                spent += costs[0]
-            elif p["kind"] == "block":
-                k = len(costs) - 1 if option is None else option
-                while k > 0 and spent + costs[k] + reserve > budget:
-                    k -= 1
-                o = p["options"][k]
-                if not o["identity"]:
-                    x = self._invoke(p["name"], o["name"], x)
-                spent += costs[k]
-                if option is not None:
-                    decisions.append(k)
-                option = None
-            elif p["kind"] == "exit":
-                logits = self._invoke(p["name"], "run", x)[0]
-                spent += costs[0]
-                exit_logits.append(logits)
-                exit_j, pred = j, int(np.argmax(logits))
-                if thresholds is not None and self._confidence(p, logits) >= thresholds[min(j, len(thresholds) - 1)]:
-                    break
-                j += 1
-            else:
-                x = self._invoke(p["name"], "run", x)
-                spent += costs[0]
-        return {"pred": pred, "exit": exit_j, "cost": spent, "decisions": decisions, "exit_logits": exit_logits}
+def _scheduler(model_dir: str):
+    try:
+        from ddi_runtime import Scheduler
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("parity needs the board runtime: pip install -e ./tflite") from e
+    return Scheduler(model_dir, interpreter="litert", delegate="none")
 
 
 def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_size: int = 100) -> dict:
@@ -125,12 +45,12 @@ def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_siz
                      if cfg.gated else np.zeros((len(x), 0), int))
         k_exit.append(np.stack([out[f"exit{j}_logits"].argmax(-1) for j in range(len(cfg.exit_positions))], 1))
     k_dec, k_exit = np.concatenate(k_dec), np.concatenate(k_exit)
-    loop = ReferenceLoop(model_dir, reference=True)
+    sched = _scheduler(model_dir)
     t_dec, t_exit = [], []
     for img in images:
-        r = loop.run(img)
-        t_dec.append(r["decisions"])
-        t_exit.append([int(np.argmax(v)) for v in r["exit_logits"]])
+        r = sched.run(img)
+        t_dec.append(r.decisions)
+        t_exit.append([int(np.argmax(v)) for v in r.exit_logits])
     t_dec, t_exit = np.asarray(t_dec, int).reshape(k_dec.shape), np.asarray(t_exit)
     return {
         "examples": int(len(images)),
@@ -158,16 +78,17 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     budget_model = build_model(cfg, table, budget_input=True)
     copy_weights(model, budget_model)
     run = Predictor(budget_model, batch_size, mean, std)
-    loop = ReferenceLoop(model_dir)
+    sched = _scheduler(model_dir)
+    plan = sched.costs("macs")
     rows = []
     for f in fractions:
         budget = f * table.full_cost()
         outs = run(images, labels, mode="learned" if cfg.gated else "full", budget=budget)
         idx = choose_exit(outs, 1.0 + 1e-9)
         keras_pred = np.where(idx >= 0, outs.pred[np.arange(len(idx)), np.maximum(idx, 0)], -1)
-        res = [loop.run(img, budget=budget) for img in images]
-        pred = np.array([r["pred"] for r in res])
-        cost = np.array([r["cost"] for r in res])
+        res = [sched.run(img, budget, "macs", None, plan) for img in images]
+        pred = np.array([r.pred for r in res])
+        cost = np.array([r.cost for r in res])
         rows.append({"budget_fraction": f, "budget_macs": budget,
                      "float_accuracy": float((keras_pred == labels).mean()),
                      "int8_accuracy": float((pred == labels).mean()), "int8_mean_macs": float(cost.mean()),

@@ -7,4 +7,31 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import pytest  # noqa: E402
+
 import ddi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+from ddi_tf.config import ModelConfig  # noqa: E402
+from ddi_tf.trainer import TrainConfig  # noqa: E402
+
+EXPORT_MODEL = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=8)
+EXPORT_TRAIN = TrainConfig(dataset="synthetic", synthetic_train=512, synthetic_test=128, val_size=64, batch_size=32,
+                           stage1_steps=40, stage2_steps=10, stage3_steps=10, warmup_steps=5, log_every=10,
+                           checkpoint_every=100, eval_batch_size=128, budget_fractions=(1.0,),
+                           target_fractions=(1.0,))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A tiny model trained on synthetic data and exported: (workdir, export dir, manifest, data)."""
+    from ddi_tf import data as data_lib
+    from ddi_tf import export as export_lib
+    from ddi_tf.trainer import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("export")
+    workdir, out = str(root / "run"), str(root / "model")
+    train_and_evaluate(EXPORT_MODEL, EXPORT_TRAIN, workdir)
+    data = data_lib.synthetic_cifar(EXPORT_TRAIN.synthetic_train, EXPORT_TRAIN.synthetic_test, 10, EXPORT_TRAIN.seed)
+    mean, std = data_lib.normalization_for("cifar10")
+    manifest = export_lib.export(workdir, out, data.x_train[:64], mean, std, data.class_names)
+    data_lib.write_npz(str(root / "test.npz"), data.x_test, data.y_test)
+    return workdir, out, manifest, data

@@ -143,17 +143,18 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.images:
                 r = sched.run(load_image(path), budget, kind, args.threshold)
                 label = names[r.pred] if 0 <= r.pred < len(names) else str(r.pred)
-                print(json.dumps({"image": path, "class": label, "index": r.pred, "exit": r.exit, f"cost_{kind}": r.cost,
-                                  "latency_ms": r.latency_ms}))
+                print(json.dumps({"image": path, "class": label, "index": r.pred, "exit": r.exit,
+                                  f"cost_{kind}": r.cost, "latency_ms": r.latency_ms}))
             return 0
         x, y = load_npz(args.data, args.limit)
         result = evaluate(sched, x, y, kind, budget, args.threshold)
         if args.json == "-":
             print(json.dumps(result, indent=2))
         else:
-            print(f"{result['examples']} examples  accuracy {result['accuracy']:.4f}  mean MACs {result['mean_macs']:.4g}"
-                  f"  max MACs {result['max_macs']:.4g}  over budget {result['over_budget']}  latency p50 "
-                  f"{result['latency_ms']['p50']:.3f} ms  ({result['interpreter']})")
+            print(f"{result['examples']} examples  accuracy {result['accuracy']:.4f}  "
+                  f"mean MACs {result['mean_macs']:.4g}  max MACs {result['max_macs']:.4g}  "
+                  f"over budget {result['over_budget']}  latency p50 {result['latency_ms']['p50']:.3f} ms  "
+                  f"({result['interpreter']})")
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(result, f, indent=2)
