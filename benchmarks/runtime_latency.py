@@ -1,0 +1,136 @@
+"""Real savings on the board runtime: the static int8 backbone against the DDI pieces at a sweep of budgets.
+
+    python benchmarks/runtime_latency.py --ddi=exports/cifar_cpu --static=exports/cifar_cpu_static \
+        --data=test.npz --limit=1000 --threads=1 --out=docs/results/runtime_latency
+
+One run, batch 1, int8, the same interpreter and thread count for every configuration. The static baseline is
+the static export's ``full_path.tflite`` (the whole backbone as one model: no scheduling, no per-piece
+overhead). Each DDI configuration runs the scheduler (``ddi_runtime``) with a hard MAC budget; the rounds
+alternate between configurations so that machine noise hits all of them alike. Reported per configuration:
+accuracy, mean MACs, mean/p50 latency, the scheduler's own overhead (time outside ``invoke``), and the ratio of
+the latency saving to the MACs saving against the static baseline (1.0 = skipped work is fully saved).
+This is a benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tflite"))
+
+from ddi_runtime import Scheduler  # noqa: E402
+from ddi_runtime.__main__ import load_npz  # noqa: E402
+from ddi_runtime.interpreters import choose_backend, make_interpreter  # noqa: E402
+
+
+def _static_run(interp, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    preds, lat = [], []
+    for img in images:
+        t0 = time.perf_counter()
+        interp.set_tensor(i, (img.astype(np.int16) - 128).astype(np.int8)[None])
+        interp.invoke()
+        preds.append(int(np.argmax(interp.get_tensor(o)[0])))
+        lat.append(time.perf_counter() - t0)
+    return np.array(preds), 1e3 * np.array(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ddi", required=True)
+    ap.add_argument("--static", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--interpreter", default="litert")
+    ap.add_argument("--delegate", default="default", help="default (XNNPACK on LiteRT) or none")
+    ap.add_argument("--budget_fractions", default="0.2,0.3,0.4,0.5,0.6,0.8,1.0",
+                    help="budgets as fractions of the static backbone's MACs")
+    ap.add_argument("--threshold", type=float, default=None, help="early-exit confidence threshold (default: none)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", required=True, help="output prefix (.json and .png)")
+    args = ap.parse_args()
+
+    x, y = load_npz(args.data, args.limit)
+    backend = choose_backend(args.interpreter)
+    with open(os.path.join(args.static, "manifest.json")) as f:
+        static_macs = json.load(f)["full_path"]["macs"]
+    static = make_interpreter(backend, os.path.join(args.static, "full_path.tflite"), args.threads, args.delegate)
+    sched = Scheduler(args.ddi, args.interpreter, args.threads, args.delegate)
+    fractions = [float(v) for v in args.budget_fractions.split(",")]
+    configs = ["static"] + [f"ddi@{f:g}" for f in fractions]
+    lat: dict[str, list[np.ndarray]] = {c: [] for c in configs}
+    res: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for c in configs:
+            if c == "static":
+                pred, ms = _static_run(static, x)
+                res[c] = {"accuracy": float((pred == y).mean()), "mean_macs": static_macs, "overhead": 0.0}
+                lat[c].append(ms)
+                continue
+            budget = float(c.split("@")[1]) * static_macs
+            if budget < sched.cheapest_answer("macs"):
+                continue
+            plan = sched.costs("macs")
+            runs = [sched.run(img, budget, "macs", args.threshold, plan) for img in x]
+            ms = np.array([r.latency_ms for r in runs])
+            invoke = np.array([r.invoke_ms for r in runs])
+            res[c] = {"budget_macs": budget, "accuracy": float((np.array([r.pred for r in runs]) == y).mean()),
+                      "mean_macs": float(np.mean([r.macs for r in runs])),
+                      "max_macs": float(np.max([r.macs for r in runs])),
+                      "over_budget": int(sum(r.cost > budget for r in runs)),
+                      "overhead": float(1 - invoke.sum() / ms.sum())}
+            lat[c].append(ms)
+    base = float(np.mean([m.mean() for m in lat["static"]]))
+    rows = []
+    for c in configs:
+        if c not in res:
+            continue
+        ms = np.concatenate(lat[c])
+        r = {"config": c, **res[c], "mean_latency_ms": float(ms.mean()), "p50_latency_ms": float(np.median(ms))}
+        mac_saving = 1 - r["mean_macs"] / static_macs
+        lat_saving = 1 - r["mean_latency_ms"] / base
+        r["macs_saving"], r["latency_saving"] = mac_saving, lat_saving
+        r["latency_over_macs_saving"] = lat_saving / mac_saving if mac_saving > 0.02 else None
+        rows.append(r)
+    out = {"examples": int(len(x)), "interpreter": backend, "delegate": args.delegate, "threads": args.threads,
+           "static_macs": static_macs, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    d = [r for r in rows if r["config"] != "static"]
+    s = next(r for r in rows if r["config"] == "static")
+    a1.plot([r["mean_macs"] / 1e6 for r in d], [r["mean_latency_ms"] for r in d], "o-", label="DDI pieces")
+    a1.plot([s["mean_macs"] / 1e6], [s["mean_latency_ms"]], "s", label="static int8 backbone")
+    a1.plot([0, s["mean_macs"] / 1e6], [0, s["mean_latency_ms"]], ":", color="gray",
+            label="latency proportional to MACs")
+    a1.set_xlabel("mean MACs (millions)")
+    a1.set_ylabel(f"mean latency per image (ms, {backend}, {args.threads} thread)")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    a2.plot([r["mean_macs"] / 1e6 for r in d], [100 * r["accuracy"] for r in d], "o-", label="DDI pieces (budgets)")
+    a2.plot([s["mean_macs"] / 1e6], [100 * s["accuracy"]], "s", label="static int8 backbone")
+    a2.set_xlabel("mean MACs (millions)")
+    a2.set_ylabel("accuracy (%)")
+    a2.legend(fontsize=8)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.out + ".png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
