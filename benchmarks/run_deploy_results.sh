@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduces docs/RESULTS.md's deployment numbers from the trained runs of benchmarks/run_cpu_results.sh:
+# int8 export (PTQ and QAT), parity, float vs int8 under budgets, the board runtime, and real latency savings.
+#   bash benchmarks/run_deploy_results.sh [runs_dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs}
+OUT=docs/results
+mkdir -p "$OUT" exports
+python -m ddi_tf.data --data_dir=../shared/data/cifar10-jpeg.tar.gz --write_test_npz="$RUNS/test.npz"
+# QAT fine-tuning of the trained DDI run, in a copy of its work directory
+if [ ! -f "$RUNS/cifar_cpu_qat/report.json" ] || ! grep -q '"qat_steps": 600' "$RUNS/cifar_cpu_qat/config.json"; then
+  rm -rf "$RUNS/cifar_cpu_qat" && cp -r "$RUNS/cifar_cpu" "$RUNS/cifar_cpu_qat"
+  python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --workdir="$RUNS/cifar_cpu_qat" --qat_steps=600
+fi
+for run in cifar_cpu cifar_cpu_qat cifar_cpu_static; do
+  python -m ddi_tf.export --workdir="$RUNS/$run" --out="exports/$run" > "$OUT/export_$run.json"
+  python -m ddi_tf.parity --workdir="$RUNS/$run" --model_dir="exports/$run" --limit=1000 \
+      --json="$OUT/parity_$run.json" > /dev/null
+done
+python -m ddi_runtime eval --model_dir=exports/cifar_cpu --data="$RUNS/test.npz" --json="$OUT/runtime_eval_full.json"
+python benchmarks/runtime_latency.py --ddi=exports/cifar_cpu --static=exports/cifar_cpu_static \
+    --data="$RUNS/test.npz" --limit=1000 --threads=1 --out="$OUT/runtime_latency"
