@@ -14,7 +14,7 @@ if [ ! -f "$RUNS/cifar_cpu_qat/report.json" ] || ! grep -q '"qat_steps": 600' "$
   python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --workdir="$RUNS/cifar_cpu_qat" --qat_steps=600
 fi
 for run in cifar_cpu cifar_cpu_qat cifar_cpu_static; do
-  python -m ddi_tf.export --workdir="$RUNS/$run" --out="exports/$run" > "$OUT/export_$run.json"
+  python -m ddi_tf.export --workdir="$RUNS/$run" --out="exports/$run" --json="$OUT/export_$run.json"
   python -m ddi_tf.parity --workdir="$RUNS/$run" --model_dir="exports/$run" --limit=1000 \
       --json="$OUT/parity_$run.json" > /dev/null
 done

@@ -565,7 +565,11 @@ def main(argv: list[str]) -> None:
     except (ExportError, data_lib.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(export_summary(manifest, FLAGS.out), indent=2))
+    summary = export_summary(manifest, FLAGS.out)
+    print(json.dumps(summary, indent=2))
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":
@@ -575,5 +579,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Export directory (replaced atomically).")
     flags.DEFINE_integer("calibration_images", 256, "Training images for calibration / representative data.")
     flags.DEFINE_string("data_dir", None, "Override the data location recorded in the work directory.")
+    flags.DEFINE_string("json", None, "Also write the export report (checks, sizes, Edge TPU readiness) here.")
     flags.mark_flags_as_required(["workdir", "out"])
     app.run(main)
