@@ -19,7 +19,7 @@
  * Typical loop (the caller owns the interpreter):
  *
  *     ddi_state s;
- *     if (ddi_begin(&s, &ddi_model, DDI_COST_MACS, budget, NULL) != DDI_OK) error;
+ *     if (ddi_begin(&s, &ddi_model_table, DDI_COST_MACS, budget, NULL) != DDI_OK) error;
  *     for (;;) {
  *       ddi_action a = ddi_next(&s);
  *       if (a.piece < 0) break;                          // DDI_DONE

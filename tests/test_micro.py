@@ -1,0 +1,156 @@
+"""micro/: the C decision core, the generated TFLM sources and the TFLM verification (fast: host only)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MICRO = Path(__file__).resolve().parents[1] / "micro"
+sys.path.insert(0, str(MICRO))
+
+import gen  # noqa: E402
+
+
+def _make(*args, check=True):
+    return subprocess.run(["make", "-s", "-C", str(MICRO), *args], capture_output=True, text=True, check=check,
+                          timeout=120)
+
+
+def _verify(*args):
+    return subprocess.run([sys.executable, str(MICRO / "verify.py"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+@pytest.fixture(scope="module")
+def generated(exported, tmp_path_factory):
+    _, export_dir, manifest, _ = exported
+    out = tmp_path_factory.mktemp("micro") / "generated"
+    table = gen.generate(export_dir, str(out))
+    return export_dir, manifest, str(out), table
+
+
+@pytest.fixture(scope="module")
+def test_npz(exported):
+    return os.path.join(os.path.dirname(exported[1]), "test.npz")
+
+
+def test_c_unit_tests():
+    r = _make("test", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"test_sched: \d+ checks, 0 failures", r.stdout), r.stdout
+
+
+def test_cortex_m4_size():
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi)")
+    r = _make("size", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = int(re.search(r"^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\w+\s+\S*ddi_sched", r.stdout, re.M).group(1))
+    assert 0 < text < 8192
+
+
+def test_generated_arrays_round_trip(generated):
+    export_dir, manifest, out, table = generated
+    assert gen.check_roundtrip(export_dir, out) == []
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            if not o["identity"]:
+                text = Path(out, f"{gen.option_key(p, o)}_model.cc").read_text()
+                assert "GENERATED" in text and "alignas(16)" in text
+    # a changed byte is caught
+    key = next(o["key"] for p in table["pieces"] for o in p["options"] if not o["identity"])
+    path = os.path.join(out, f"{key}_model.cc")
+    original = Path(path).read_text()
+    head, body = original.split("[] = {", 1)
+    first = re.search(r"0x([0-9a-f]{2})", body)
+    flipped = f"0x{int(first.group(1), 16) ^ 1:02x}"
+    try:
+        Path(path).write_text(head + "[] = {" + body[:first.start()] + flipped + body[first.end():])
+        problems = gen.check_roundtrip(export_dir, out)
+        assert len(problems) == 1 and "differs from" in problems[0] and path in problems[0]
+    finally:
+        Path(path).write_text(original)
+
+
+def test_generated_table_compiles_and_matches(generated):
+    export_dir, manifest, out, _ = generated
+    r = _make("table", f"GEN={out}", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("option ")]
+    want = [(p, o) for p in manifest["pieces"] for o in p["options"]]
+    assert len(lines) == len(want)
+    for line, (p, o) in zip(lines, want, strict=True):
+        f = dict(kv.split("=") for kv in line.split()[3:])
+        assert line.split()[1:3] == [p["name"], o["name"]]
+        assert int(f["identity"]) == int(o["identity"])
+        assert float(f["macs"]) == float(o["macs"])
+        if not o["identity"]:
+            data = Path(export_dir, o["file"]).read_bytes()
+            assert int(f["len"]) == len(data) and int(f["fnv"], 16) == _fnv1a(data)
+            assert int(f["arena"]) > 0
+    assert r.stdout.rstrip().endswith("OK")  # C-recomputed reserves equal the exported ones
+
+
+def test_verify_agrees_with_litert(generated, test_npz, tmp_path):
+    export_dir, manifest, out, _ = generated
+    report = tmp_path / "verify.json"
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", f"--json={report}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(report.read_text())
+    assert res["examples"] > 0
+    assert res["agreement_with_litert"] >= 0.99
+    assert res["over_budget"] == 0
+    assert res["missing_ops"] == {}
+    assert res["c_core_matches_python_scheduler"] == 1.0
+    assert res["arena_bytes"]["max"] == max(res["arena_bytes"]["per_piece"].values())
+    assert res["flash_bytes"] == sum(o["bytes"] for p in manifest["pieces"] for o in p["options"]
+                                     if not o["identity"])
+    assert set(res["boards"]) >= {"arduino_nano_33_ble_sense", "stm32f746g_discovery", "stm32h743", "esp32_s3"}
+
+
+def test_verify_under_budget_and_threshold(generated, test_npz, tmp_path):
+    export_dir, manifest, out, _ = generated
+    budget = (manifest["cheapest_answer_macs"] + manifest["full_macs"]) / 2
+    report = tmp_path / "verify.json"
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", "--limit=48",
+                f"--budget_macs={budget}", "--threshold=0.5", f"--json={report}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(report.read_text())
+    assert res["over_budget"] == 0 and res["mean_spent"] <= budget
+    assert res["agreement_with_litert"] >= 0.99
+    assert res["c_core_matches_python_scheduler"] == 1.0
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", "--budget_macs=1")
+    assert r.returncode == 2 and "below the cheapest way to an answer" in r.stderr
+
+
+def test_missing_op_is_named(generated, test_npz, tmp_path):
+    export_dir, manifest, out, _ = generated
+    copy = tmp_path / "generated"
+    shutil.copytree(out, copy)
+    ops_h = copy / "ddi_ops.h"
+    text = ops_h.read_text()
+    dropped = "CONV_2D"
+    assert f"X({dropped}," in text
+    ops_h.write_text("".join(line for line in text.splitlines(True) if not line.lstrip().startswith(f"X({dropped},")))
+    report = tmp_path / "verify.json"
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={copy}", "--limit=4",
+                f"--json={report}")
+    assert r.returncode == 1
+    res = json.loads(report.read_text())
+    users = [f"{p['name']}/{o['name']}" for p in manifest["pieces"] for o in p["options"]
+             if not o["identity"] and dropped in o["ops"]]
+    assert users and set(res["missing_ops"]) == set(users)
+    assert all(dropped in ops for ops in res["missing_ops"].values())
+    assert f"uses op(s) {dropped}" in r.stderr and users[0] in r.stderr
