@@ -275,7 +275,11 @@ def representative_inputs(pm: PieceModel, images: np.ndarray, edges: dict[str, n
     x = images.astype(np.float32) if pm.feeds_from is None else edges[pm.feeds_from]
     lo, hi = ranges[pm.in_edge]
     extreme = x[:1].copy()
-    extreme.reshape(-1)[:2] = (lo, hi)
+    # A whole 2x2 window at the maximum, so that an average pool right after the input also observes the
+    # edge's range: AVERAGE_POOL_2D keeps its input's scale, and the converter quantises the next conv's bias
+    # with the pool's observed range (a mismatch there silently breaks the int8 conv; the export checks it).
+    extreme[0, :2, :2, :] = hi
+    extreme[0, 2, 2, :] = lo
     return np.concatenate([x, extreme])
 
 
@@ -353,14 +357,26 @@ def tensor_report(content: bytes) -> dict:
     interp.allocate_tensors()
     tensors = interp.get_tensor_details()
     floats = [t["name"] for t in tensors if t["dtype"] in (np.float32, np.float16, np.float64)]
-    ops = sorted({op["op_name"] for op in interp._get_ops_details()})  # noqa: SLF001
+    op_details = interp._get_ops_details()  # noqa: SLF001
+    ops = sorted({op["op_name"] for op in op_details})
+    bias_problems = []
+    for op in op_details:  # int8 kernels assume bias_scale == input_scale * weight_scale (per channel)
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 3:
+            continue
+        x, w, b = (tensors[i] if i >= 0 else None for i in op["inputs"][:3])
+        if b is None:
+            continue
+        want = x["quantization_parameters"]["scales"][0] * w["quantization_parameters"]["scales"]
+        got = b["quantization_parameters"]["scales"]
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3):
+            bias_problems.append(f"{op['op_name']} bias {b['name']}: scale {got[:3]} != input x weight {want[:3]}")
     io = {}
     for side, details in (("input", interp.get_input_details()), ("output", interp.get_output_details())):
         d = details[0]
         scale, zp = d["quantization"]
         io[side] = {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name, "scale": float(scale),
                     "zero_point": int(zp)}
-    return {"float_tensors": floats, "ops": ops, **io}
+    return {"float_tensors": floats, "ops": ops, "bias_scale_problems": bias_problems, **io}
 
 
 def _sha256(path: str) -> str:
@@ -468,6 +484,7 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
                               "bytes": os.path.getsize(path), "input": reports[key]["input"],
                               "output": reports[key]["output"], "ops": reports[key]["ops"],
                               "float_tensors": reports[key]["float_tensors"],
+                              "bias_scale_problems": reports[key]["bias_scale_problems"],
                               "edgetpu_unsupported_ops": sorted(set(reports[key]["ops"]) - EDGETPU_OPS)})
             options.append(entry)
         entries.append({"name": p.name, "kind": p.kind, "index": p.index, "options": options})
@@ -506,6 +523,7 @@ def check_manifest_quantization(manifest: dict) -> list[str]:
             key = f"{p['name']}/{o['name']}"
             if o["float_tensors"]:
                 problems.append(f"{key}: float tensors {o['float_tensors'][:5]}")
+            problems += [f"{key}: {p}" for p in o.get("bias_scale_problems", [])]
             for side, edge in (("input", o["input_edge"]), ("output", o["output_edge"])):
                 if o[side]["dtype"] != "int8":
                     problems.append(f"{key}: {side} is {o[side]['dtype']}, not int8")

@@ -166,6 +166,14 @@ int32_t ddi_argmax_i8(const int8_t *v, int32_t n) {
   return best;
 }
 
+int32_t ddi_gate_choice_i8(const int8_t *v, int32_t n) {
+  int32_t i, best = 0;
+  if (v == NULL || n <= 0) return -1;
+  for (i = 1; i < n; ++i)
+    if (v[i] >= v[best]) best = i;
+  return best;
+}
+
 /* numpy's float64 pairwise summation (numpy/_core/src/umath/loops_utils.h.src), for bit-equal sums. */
 static double pairwise_sum(const double *a, int32_t n) {
   if (n < 8) {
@@ -213,7 +221,7 @@ double ddi_confidence(const int8_t *logits, int32_t n, double scale, int32_t zer
 int ddi_report_gate(ddi_state *s, const int8_t *logits, int32_t n) {
   if (s == NULL || s->pending < 0 || s->model->pieces[s->pending].kind != DDI_GATE) return DDI_ERR_STATE;
   if (logits == NULL || n <= 0) return DDI_ERR_LOGITS;
-  s->gate_option = ddi_argmax_i8(logits, n);
+  s->gate_option = ddi_gate_choice_i8(logits, n);
   s->pending = -1;
   return DDI_OK;
 }

@@ -189,6 +189,7 @@ static void test_argmax_confidence(void) {
   int8_t tie[4] = {5, 7, 7, -3};
   int8_t flat[4] = {3, 3, 3, 3};
   CHECK(ddi_argmax_i8(tie, 4) == 1);
+  CHECK(ddi_gate_choice_i8(tie, 4) == 2);
   CHECK(fabs(ddi_confidence(flat, 4, 0.25, 3) - 0.25) < 1e-15);
   CHECK(ddi_confidence(kSure[0], 4, 0.5, 0) > 0.999);
 }
