@@ -82,7 +82,10 @@ class CostTable:
     def reserves(self) -> list[float]:
         """For each piece, the cheapest cost from just after it up to and including the next exit.
 
-        Zero for exit pieces (an answer exists once an exit ran) and for the final exit.
+        Zero for exit pieces (an answer exists once an exit ran) and for the final exit. Sums of float costs
+        depend on their order in the last bit: with integer costs (MACs) every order gives the same sum; with
+        fractional costs (energy, latency) a budget within one rounding step of the cheapest path may halt
+        before the first exit.
         """
         out = [0.0] * len(self.costs)
         from_next = 0.0  # cheapest cost from piece i+1 (inclusive) to the next exit (inclusive)
