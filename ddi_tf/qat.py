@@ -62,8 +62,14 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
 
 
 def quantize_model(model: keras.Model) -> keras.Model:
-    """The QAT version of a float DDI model (weights carried over)."""
-    annotated = keras.models.clone_model(model, clone_function=_annotate)
+    """The QAT version of a float DDI model (weights carried over; no layer is shared with ``model``).
+
+    The model is cloned first: tfmot's wrappers replace their inner layers' kernels with fake-quantised
+    tensors while training, and a float model sharing those layer objects would silently compute with them.
+    """
+    base = keras.models.clone_model(model)
+    base.set_weights(model.get_weights())
+    annotated = keras.models.clone_model(base, clone_function=_annotate)
     annotated.set_weights(model.get_weights())
     with qk.quantize_scope(QUANTIZE_SCOPE):
         return qk.quantize_apply(annotated)
