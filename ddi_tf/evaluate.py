@@ -170,6 +170,11 @@ def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
     for label, rep in reports.items():
         m = next(markers)
         scale = 1e6
+        if rep.get("model", {}).get("gate_type") == "none" and len(rep.get("exits_all_full", [])) == 1:
+            r = rep["exits_all_full"][0]  # a static backbone without exits: one point
+            ax.plot([r["mean_macs"] / scale], [100 * r["accuracy"]], marker="s", color="black", linestyle="",
+                    label=f"{label}: static backbone" if label else "static backbone")
+            continue
         series = [("exits (all full)", rep.get("exits_all_full", []), "--"),
                   ("anytime budget", rep.get("anytime", []), ":"),
                   ("thresholds (learned gates)", rep.get("threshold", []), "-."),
