@@ -771,7 +771,7 @@ def _define_flags() -> None:
     flags.DEFINE_enum("dataset", "cifar10", sorted(DATASETS), "Which data set.")
     flags.DEFINE_string("cache_dir", None, "Where to cache the decoded arrays.")
     flags.DEFINE_string("write_test_npz", None, "Write the test split (x, y, class_names) to this .npz.")
-    flags.DEFINE_integer("limit", None, "Write only the first N test images.", lower_bound=1)
+    flags.DEFINE_integer("limit", None, "Write only N test images (a seeded random subset).", lower_bound=1)
     flags.mark_flag_as_required("write_test_npz")
 
 
@@ -783,7 +783,10 @@ def _main(argv: list[str]) -> None:
         data = load_cifar(f.data_dir, f.dataset, cache_dir=f.cache_dir)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
-    x, y = data.x_test[: f.limit], data.y_test[: f.limit]
+    # Shuffled with a fixed seed: image-folder archives list the test split class by class, so that the
+    # first N images of an unshuffled file (what --limit of the runtimes takes) would all be one class.
+    order = np.random.default_rng(0).permutation(len(data.y_test))[: f.limit]
+    x, y = data.x_test[order], data.y_test[order]
     write_npz(f.write_test_npz, x, y, data.class_names)
     print(
         f"{f.dataset}: {len(data.x_train)} train, {len(data.x_test)} test images, {data.num_classes} classes"

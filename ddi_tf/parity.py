@@ -112,7 +112,9 @@ def main(argv: list[str]) -> None:
     tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train_conf.items()})
     data = load_data(tcfg)
     mean, std = data_lib.normalization_for(tcfg.dataset if tcfg.dataset != "synthetic" else "cifar10")
-    x, y = data.x_test[: FLAGS.limit or None], data.y_test[: FLAGS.limit or None]
+    # a seeded random subset: the test split of an image-folder archive is ordered by class
+    order = np.random.default_rng(0).permutation(len(data.y_test))[: FLAGS.limit or None]
+    x, y = data.x_test[order], data.y_test[order]
     res = compare(model, cfg, FLAGS.model_dir, x, mean, std)
     res["int8_accuracy_last_exit"] = float((res["int8_exit_pred"][:, -1] == y).mean())
     res["keras_accuracy_last_exit"] = float((res["keras_exit_pred"][:, -1] == y).mean())
