@@ -9,15 +9,20 @@ OUT=docs/results
 mkdir -p "$OUT" exports
 python -m ddi_tf.data --data_dir=../shared/data/cifar10-jpeg.tar.gz --write_test_npz="$RUNS/test.npz"
 # QAT fine-tuning of the trained DDI run, in a copy of its work directory
-if [ ! -f "$RUNS/cifar_cpu_qat/report.json" ] || ! grep -q '"qat_steps": 600' "$RUNS/cifar_cpu_qat/config.json"; then
+if [ ! -f "$RUNS/cifar_cpu_qat/report.json" ] || ! grep -q '"qat_steps": 300' "$RUNS/cifar_cpu_qat/config.json"; then
   rm -rf "$RUNS/cifar_cpu_qat" && cp -r "$RUNS/cifar_cpu" "$RUNS/cifar_cpu_qat"
-  python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --workdir="$RUNS/cifar_cpu_qat" --qat_steps=600
+  python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --workdir="$RUNS/cifar_cpu_qat" --qat_steps=300 \
+      --eval_limit=2000 --budget_fractions=0.25,0.5,1.0 --target_fractions=0.5,1.0
 fi
 for run in cifar_cpu cifar_cpu_qat cifar_cpu_static; do
   python -m ddi_tf.export --workdir="$RUNS/$run" --out="exports/$run" --json="$OUT/export_$run.json"
   python -m ddi_tf.parity --workdir="$RUNS/$run" --model_dir="exports/$run" --limit=1000 \
       --json="$OUT/parity_$run.json" > /dev/null
+  python micro/verify.py --model_dir="exports/$run" --data="$RUNS/test.npz" --limit=200 --json "$OUT/micro_verify_$run.json"
 done
 python -m ddi_runtime eval --model_dir=exports/cifar_cpu --data="$RUNS/test.npz" --json="$OUT/runtime_eval_full.json"
-python benchmarks/runtime_latency.py --ddi=exports/cifar_cpu --static=exports/cifar_cpu_static \
-    --data="$RUNS/test.npz" --limit=1000 --threads=1 --out="$OUT/runtime_latency"
+for delegate in default none; do
+  python benchmarks/runtime_latency.py --ddi=exports/cifar_cpu --static=exports/cifar_cpu_static \
+      --data="$RUNS/test.npz" --limit=500 --threads=1 --rounds=2 --delegate=$delegate \
+      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --out="$OUT/runtime_latency_$delegate"
+done

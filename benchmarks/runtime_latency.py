@@ -4,8 +4,8 @@
         --data=test.npz --limit=1000 --threads=1 --out=docs/results/runtime_latency
 
 One run, batch 1, int8, the same interpreter and thread count for every configuration. The static baseline is
-the static export's ``full_path.tflite`` (the whole backbone as one model: no scheduling, no per-piece
-overhead). Each DDI configuration runs the scheduler (``ddi_runtime``) with a hard MAC budget; the rounds
+the static export (stem, every block, head) run by the same scheduler without a budget, so both pay the same
+per-piece overhead. Each DDI configuration runs the scheduler (``ddi_runtime``) with a hard MAC budget; the rounds
 alternate between configurations so that machine noise hits all of them alike. Reported per configuration:
 accuracy, mean MACs, mean/p50 latency, the scheduler's own overhead (time outside ``invoke``), and the ratio of
 the latency saving to the MACs saving against the static baseline (1.0 = skipped work is fully saved).
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tflite"))
 
 from ddi_runtime import Scheduler  # noqa: E402
 from ddi_runtime.__main__ import load_npz  # noqa: E402
-from ddi_runtime.interpreters import choose_backend, make_interpreter  # noqa: E402
-
-
-def _static_run(interp, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    preds, lat = [], []
-    for img in images:
-        t0 = time.perf_counter()
-        interp.set_tensor(i, (img.astype(np.int16) - 128).astype(np.int8)[None])
-        interp.invoke()
-        preds.append(int(np.argmax(interp.get_tensor(o)[0])))
-        lat.append(time.perf_counter() - t0)
-    return np.array(preds), 1e3 * np.array(lat)
+from ddi_runtime.interpreters import choose_backend  # noqa: E402
 
 
 def main() -> None:
@@ -60,9 +46,8 @@ def main() -> None:
 
     x, y = load_npz(args.data, args.limit)
     backend = choose_backend(args.interpreter)
-    with open(os.path.join(args.static, "manifest.json")) as f:
-        static_macs = json.load(f)["full_path"]["macs"]
-    static = make_interpreter(backend, os.path.join(args.static, "full_path.tflite"), args.threads, args.delegate)
+    static = Scheduler(args.static, args.interpreter, args.threads, args.delegate)
+    static_macs = sum(max(c) for c in static.costs("macs")[0])
     sched = Scheduler(args.ddi, args.interpreter, args.threads, args.delegate)
     fractions = [float(v) for v in args.budget_fractions.split(",")]
     configs = ["static"] + [f"ddi@{f:g}" for f in fractions]
@@ -71,8 +56,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for c in configs:
             if c == "static":
-                pred, ms = _static_run(static, x)
-                res[c] = {"accuracy": float((pred == y).mean()), "mean_macs": static_macs, "overhead": 0.0}
+                runs = [static.run(img) for img in x]
+                ms = np.array([r.latency_ms for r in runs])
+                res[c] = {"accuracy": float((np.array([r.pred for r in runs]) == y).mean()), "mean_macs": static_macs,
+                          "overhead": float(1 - sum(r.invoke_ms for r in runs) / ms.sum())}
                 lat[c].append(ms)
                 continue
             budget = float(c.split("@")[1]) * static_macs

@@ -12,9 +12,6 @@ really does not execute on the device:
   block runs the 1x1 projection; ``skip`` of an identity block is no piece at all (the tensor passes on);
 - ``exit{j}``: features -> logits.
 
-Also ``full_path.tflite``: the all-full path (stem, every block at full width, final exit) as one model, the
-static int8 backbone when the run is static (the latency benchmark's baseline).
-
 Feature maps pass between pieces as int8 without requantisation: every feature tensor of a resolution
 stage shares one fixed range (calibrated on real training images over the full, learned and random-option
 paths), imposed on both sides of every boundary with fake-quant nodes, so producer and consumer have the
@@ -284,21 +281,6 @@ def representative_inputs(pm: PieceModel, images: np.ndarray, edges: dict[str, n
 
 
 # --- conversion --------------------------------------------------------------------------------------------
-def full_path_model(cfg: ModelConfig, pms: list[PieceModel]) -> keras.Model:
-    """The pieces of the all-full path chained into one model: stem, every block at full width, final exit.
-
-    For a static export this is the int8 backbone as one ``.tflite`` (the baseline of the latency benchmark).
-    """
-    by_key = {pm.key: pm for pm in pms}
-    full = cfg.option_names()[-1] if cfg.gated else "full"
-    x = keras.Input((32, 32, 3), batch_size=1, name="x")
-    h = by_key["stem__run"].model(x)
-    for b in range(cfg.num_blocks):
-        h = by_key[f"block{b}__{full}"].model(h)
-    last = len(cfg.exit_positions) - 1
-    return keras.Model(x, by_key[f"exit{last}__run"].model(h))
-
-
 def convert_piece(pm: PieceModel, rep: np.ndarray) -> bytes:
     """Full-integer int8 conversion of one piece (int8 input and output)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(pm.model)
@@ -443,9 +425,6 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
         multi = convert_multi_signature([pm for pm in pms if pm.model is not None], reps)
         with open(os.path.join(tmp, "ddi.tflite"), "wb") as f:
             f.write(multi)
-        chained = PieceModel("full_path", "run", full_path_model(cfg, pms), "image", None, None)
-        with open(os.path.join(tmp, "full_path.tflite"), "wb") as f:
-            f.write(convert_piece(chained, representative_inputs(chained, images, edges, ranges)))
         manifest = _manifest(cfg, pieces, pms, reports, ranges, macs, energy, mean, std, class_names, thresholds, tmp)
         problems = check_manifest_quantization(manifest)
         if problems:
@@ -503,9 +482,6 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
         "reserves_macs": macs.reserves(), "reserves_energy_uj": energy.reserves(),
         "thresholds": thresholds or {}, "pieces": entries,
         "multi_signature": {"file": "ddi.tflite", "sha256": _sha256(os.path.join(root, "ddi.tflite"))},
-        "full_path": {"file": "full_path.tflite", "sha256": _sha256(os.path.join(root, "full_path.tflite")),
-                      "macs": float(sum(p.options[-1].macs for p in pieces if p.kind in ("fixed", "block"))
-                                    + pieces[-1].options[0].macs)},
     }
 
 
