@@ -550,12 +550,12 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     try:
         _, train_conf, _ = load_trained(FLAGS.workdir)
-        tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train_conf.items()})
+        tcfg = TrainConfig.from_dict(train_conf)
         if FLAGS.data_dir:
             tcfg = dataclasses.replace(tcfg, data_dir=FLAGS.data_dir)
         data = load_data(tcfg)
         (x_tr, _), _ = data_lib.split_train_val(data, tcfg.val_size, tcfg.seed)
-        mean, std = data_lib.normalization_for(tcfg.dataset if tcfg.dataset != "synthetic" else "cifar10")
+        mean, std = tcfg.normalization
         thresholds = {}
         report_path = os.path.join(FLAGS.workdir, "report.json")
         if os.path.exists(report_path):

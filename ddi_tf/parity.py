@@ -103,15 +103,14 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     import ddi_tf  # noqa: F401
-    from ddi_tf import data as data_lib
     from ddi_tf.export import load_trained
     from ddi_tf.trainer import TrainConfig, load_data
 
     FLAGS = flags.FLAGS  # noqa: N806
     cfg, train_conf, model = load_trained(FLAGS.workdir)
-    tcfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train_conf.items()})
+    tcfg = TrainConfig.from_dict(train_conf)
     data = load_data(tcfg)
-    mean, std = data_lib.normalization_for(tcfg.dataset if tcfg.dataset != "synthetic" else "cifar10")
+    mean, std = tcfg.normalization
     # a seeded random subset: the test split of an image-folder archive is ordered by class
     order = np.random.default_rng(0).permutation(len(data.y_test))[: FLAGS.limit or None]
     x, y = data.x_test[order], data.y_test[order]

@@ -88,6 +88,16 @@ class TrainConfig:
         steps = (self.stage1_steps, self.stage2_steps, self.stage3_steps, self.rl_steps, self.qat_steps)
         return list(zip(STAGES, steps, strict=True))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of the ``train`` section of ``config.json`` (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of the data set (CIFAR-10's for synthetic data)."""
+        return data_lib.normalization_for(self.dataset if self.dataset != "synthetic" else "cifar10")
+
     @property
     def total_steps(self) -> int:
         """Steps over all stages."""
@@ -378,7 +388,7 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     check_or_write_config(workdir, model_cfg, cfg)
     keras.utils.set_random_seed(cfg.seed)
     (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(data, cfg.val_size, cfg.seed)
-    mean, std = data_lib.normalization_for(cfg.dataset if cfg.dataset != "synthetic" else "cifar10")
+    mean, std = cfg.normalization
     strategy = make_strategy(cfg)
     logging.info("strategy %s, num_replicas_in_sync: %d", type(strategy).__name__, strategy.num_replicas_in_sync)
     trainer = _Trainer(model_cfg, cfg, workdir, strategy)
