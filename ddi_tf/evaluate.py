@@ -55,9 +55,7 @@ class Predictor:
             for k, v in fn(images, budgets).items():
                 outs.setdefault(k, []).append(v.numpy())
         cat = {k: np.concatenate(v) for k, v in outs.items()}
-        result = policies.ExitOutputs.from_model_outputs(cat, y)
-        result.decisions = {k: v for k, v in cat.items() if k.endswith("_decision")}  # type: ignore[attr-defined]
-        return result
+        return policies.ExitOutputs.from_model_outputs(cat, y)
 
 
 def _row(res: dict, **extra) -> dict:

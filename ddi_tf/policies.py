@@ -26,6 +26,7 @@ class ExitOutputs:
       cost: executed cost up to and including each exit.
       reached: whether the sample reached each exit (within its budget).
       labels: (N,) true labels.
+      decisions: ``block{b}_decision`` one-hots (N, G+1) of a gated model, when recorded.
     """
 
     probs_max: np.ndarray
@@ -33,6 +34,7 @@ class ExitOutputs:
     cost: np.ndarray
     reached: np.ndarray
     labels: np.ndarray
+    decisions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def num_exits(self) -> int:
@@ -49,7 +51,8 @@ class ExitOutputs:
         return cls(probs_max=p.max(axis=-1), pred=logits.argmax(axis=-1),
                    cost=np.stack([out[f"exit{j}_cost"] for j in range(e)], axis=1).astype(np.float64),
                    reached=np.stack([out[f"exit{j}_reached"] for j in range(e)], axis=1) > 0.5,
-                   labels=np.asarray(labels))
+                   labels=np.asarray(labels),
+                   decisions={k: v for k, v in out.items() if k.endswith("_decision")})
 
 
 def choose_exit(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float) -> np.ndarray:
