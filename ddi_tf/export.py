@@ -154,7 +154,7 @@ class PieceModel:
 
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
-                       mean, std) -> list[PieceModel]:
+                       mean, std, inner: dict[str, tuple[float, float]] | None = None) -> list[PieceModel]:
     """The float piece models of a trained ResNet DDI (or static) model.
 
     Args:
@@ -162,12 +162,21 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
       model: the trained float model (any budget/cost variant: weights are read by layer name).
       ranges: fixed float range of each feature edge: ``image`` and ``stage0``..``stage2``.
       mean, std: the input normalisation (per channel, on the 0..255 scale).
+      inner: the activation ranges of a QAT model by layer name (``ddi_tf.qat.activation_ranges``), imposed
+        on the matching tensors inside the pieces so that int8 computes what the QAT model simulated; None
+        (post-training quantization): the converter calibrates them on the representative data.
     """
     if cfg.backbone != "resnet":
         raise ExportError("export supports the ResNet backbone so far (DenseNet export is not implemented)")
     if cfg.gate_type == "rnn":
         raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
     out: list[PieceModel] = []
+
+    def fq(h, name: str):
+        """The QAT model's range for the output of its layer ``name``, when there is one."""
+        if inner is None or name not in inner:
+            return h
+        return FixedRange(*inner[name], name=f"qat_{name}")(h)
 
     def inp(edge: str, shape):
         x = keras.Input(shape, batch_size=1, name="x")
@@ -176,7 +185,7 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
     # stem: pixels (0..255) -> normalise (1x1 depthwise affine) -> conv+BN+ReLU
     x, h = inp("image", (32, 32, 3))
     norm = keras.layers.DepthwiseConv2D(1, name="normalize")
-    h = norm(h)
+    h = fq(norm(h), "input")
     norm.set_weights([(1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3, 1),
                       (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))])
     h = keras.layers.ReLU()(_conv(h, *_fold(model, "stem_conv", "stem_bn")))
@@ -196,9 +205,10 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
             shape = (hw, hw, cin)
             if cfg.gated:
                 x, h = inp(in_edge, shape)
-                h = _global_pool(h)
-                h = keras.layers.ReLU()(_dense(h, model, f"gate{b}_fc1"))
-                out.append(PieceModel(f"gate{b}", "run", keras.Model(x, _dense(h, model, f"gate{b}_fc2")),
+                h = fq(_global_pool(h), f"gate{b}_pool")
+                h = fq(keras.layers.ReLU()(_dense(h, model, f"gate{b}_fc1")), f"gate{b}_fc1")
+                out.append(PieceModel(f"gate{b}", "run", keras.Model(x, fq(_dense(h, model, f"gate{b}_fc2"),
+                                                                           f"gate{b}_fc2")),
                                       in_edge, None, feeds))
             project = stride != 1 or cin != width
             options = range(0, cfg.groups + 1) if cfg.gated else [cfg.groups]
@@ -208,20 +218,23 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                     out.append(PieceModel(f"block{b}", name, None, in_edge, out_edge, feeds))
                     continue
                 x, h = inp(in_edge, shape)
-                shortcut = _conv(h, *_fold(model, f"block{b}_proj", f"block{b}_proj_bn"), stride) if project else h
+                shortcut = (fq(_conv(h, *_fold(model, f"block{b}_proj", f"block{b}_proj_bn"), stride),
+                               f"block{b}_proj_bn") if project else h)
                 if k == 0:
                     y = keras.layers.ReLU()(shortcut)
                 else:
                     c = width * k // cfg.groups
-                    h1 = keras.layers.ReLU()(_conv(h, *_fold(model, f"block{b}_conv1", f"block{b}_bn1", slice(0, c)),
-                                                   stride))
+                    h1 = fq(keras.layers.ReLU()(_conv(h, *_fold(model, f"block{b}_conv1", f"block{b}_bn1",
+                                                                      slice(0, c)), stride)), f"block{b}_relu1")
                     if cfg.gated:
                         k2 = np.concatenate([model.get_layer(f"block{b}_conv2_g{j}").get_weights()[0]
                                              for j in range(1, k + 1)], axis=2)
                         w2, b2 = _fold(model, "", f"block{b}_bn2_w{k}", kernel=k2)
+                        bn2 = f"block{b}_bn2_w{k}"
                     else:
                         w2, b2 = _fold(model, f"block{b}_conv2", f"block{b}_bn2")
-                    y = keras.layers.ReLU()(keras.layers.Add()([shortcut, _conv(h1, w2, b2)]))
+                        bn2 = f"block{b}_bn2"
+                    y = keras.layers.ReLU()(keras.layers.Add()([shortcut, fq(_conv(h1, w2, b2), bn2)]))
                 out.append(PieceModel(f"block{b}", name, keras.Model(x, FixedRange(*ranges[out_edge],
                                                                                   name="out_range")(y)),
                                       in_edge, out_edge, feeds))
@@ -233,9 +246,11 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                 if b != cfg.num_blocks:
                     if hw_out > 4:
                         h = keras.layers.AveragePooling2D(2)(h)
-                    h = keras.layers.ReLU()(_conv(h, *_fold(model, f"exit{j}_conv", f"exit{j}_conv_bn")))
-                h = _global_pool(h)
-                out.append(PieceModel(f"exit{j}", "run", keras.Model(x, _dense(h, model, f"exit{j}_fc")),
+                    h = fq(keras.layers.ReLU()(_conv(h, *_fold(model, f"exit{j}_conv", f"exit{j}_conv_bn"))),
+                           f"exit{j}_conv_relu")
+                h = fq(_global_pool(h), f"exit{j}_gap")
+                out.append(PieceModel(f"exit{j}", "run", keras.Model(x, fq(_dense(h, model, f"exit{j}_fc"),
+                                                                           f"exit{j}_fc")),
                                       out_edge, None, f"block{b - 1}_relu2"))
                 exit_index += 1
     return out
@@ -406,10 +421,19 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
       class_names: class names for the manifest.
       thresholds: calibrated confidence thresholds to record (from the training report).
     """
+    from ddi_tf import qat
+
     t0 = time.time()
     cfg, _, model = load_trained(workdir)
+    qat_model = qat.restore_qat(workdir, cfg, model)
+    inner = None
+    if qat_model is not None:  # QAT: its weights, and its ranges everywhere (edges tied per stage)
+        qat.float_weights_from_qat(qat_model, model)
+        inner = qat.activation_ranges(qat_model)
     ranges, edges = calibrate_edges(cfg, model, images, mean, std)
-    pms = build_piece_models(cfg, model, ranges, mean, std)
+    if inner is not None:
+        ranges.update({edge: inner[names[0]] for edge, names in qat.edge_groups(cfg).items()})
+    pms = build_piece_models(cfg, model, ranges, mean, std, inner)
     pieces = build_pieces(cfg)
     macs = cost_table(pieces, "macs")
     energy = cost_table(pieces, "energy", "int8")
@@ -434,6 +458,7 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
         with open(os.path.join(tmp, "ddi.tflite"), "wb") as f:
             f.write(multi)
         manifest = _manifest(cfg, pieces, pms, reports, ranges, macs, energy, mean, std, class_names, thresholds, tmp)
+        manifest["quantization"] = "qat" if inner is not None else "ptq"
         problems = check_manifest_quantization(manifest)
         if problems:
             raise ExportError("export check failed:\n  " + "\n  ".join(problems))

@@ -72,6 +72,10 @@ def define_flags() -> None:
     flags.DEFINE_float("target_cost", 0.5, "Target mean executed cost as a fraction of the full cost.")
     flags.DEFINE_float("cost_weight", 1.0, "Weight of the cost term.")
     flags.DEFINE_float("rl_cost_weight", 0.5, "REINFORCE reward: -CE - rl_cost_weight * cost ratio.")
+    flags.DEFINE_float("gate_margin", 0.0, "Weight of the gate decision-margin hinge (stages 2, 3 and QAT): keeps "
+                       "decisions away from ties that int8 rounding would flip.")
+    flags.DEFINE_float("gate_margin_target", 0.25, "Wanted gap between a gate's two best logits, in units of the "
+                       "spread of its logits over the batch.")
     # --- logging / evaluation ---
     flags.DEFINE_integer("log_every", 50, "Steps between TensorBoard/log summaries.")
     flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
@@ -92,6 +96,8 @@ def define_flags() -> None:
         flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
     for name in ("lr", "gate_lr", "finetune_lr", "rl_lr", "qat_lr"):
         flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
+    flags.register_validator("gate_margin", lambda v: v >= 0, "--gate_margin must be >= 0")
+    flags.register_validator("gate_margin_target", lambda v: v > 0, "--gate_margin_target must be > 0")
     flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1)")
     flags.register_validator("target_cost", lambda v: 0 < v <= 1, "--target_cost must be in (0, 1]")
     flags.register_validator("random_width_prob", lambda v: 0 <= v <= 1, "--random_width_prob must be in [0, 1]")
@@ -147,6 +153,7 @@ def train_config_from_flags() -> TrainConfig:
         momentum=f.momentum, exit_weights=tuple(float(w) for w in f.exit_weights),
         random_width_prob=f.random_width_prob, cost=f.cost, latency_table=f.latency_table,
         target_cost=f.target_cost, cost_weight=f.cost_weight, rl_cost_weight=f.rl_cost_weight,
+        gate_margin=f.gate_margin, gate_margin_target=f.gate_margin_target,
         log_every=f.log_every, checkpoint_every=f.checkpoint_every, eval_batch_size=f.eval_batch_size,
         budget_fractions=tuple(float(v) for v in f.budget_fractions),
         target_fractions=tuple(float(v) for v in f.target_fractions), eval_limit=f.eval_limit,

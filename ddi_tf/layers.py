@@ -13,13 +13,20 @@ import tf_keras as keras
 GATE_MODES = ("learned", "full", "random", "fixed", "sample")
 
 
+def last_argmax(x: tf.Tensor) -> tf.Tensor:
+    """Index of the maximum along the last axis, the last one on ties (int64)."""
+    n = tf.shape(x, out_type=tf.int64)[-1]
+    return n - 1 - tf.argmax(tf.reverse(x, axis=[-1]), axis=-1)
+
+
 @keras.utils.register_keras_serializable(package="ddi_tf")
 class GateDecision(keras.layers.Layer):
     """Turns gate logits over the options into a hard one-hot decision per sample.
 
-    Forward: a one-hot of the argmax (exactly 0/1). Backward: the softmax (straight-through), or, with
-    ``estimator='gumbel'`` while training, a Gumbel-softmax sample at ``temperature`` made hard in the
-    forward pass. At inference both are the plain argmax.
+    Forward: a one-hot of the argmax of the logits (exactly 0/1; on a tie the later, wider option, as the
+    int8 runtimes do: quantized logits tie often, and a first-max rule would then skip). Backward: the softmax
+    (straight-through), or, with ``estimator='gumbel'`` while training, a Gumbel-softmax sample at
+    ``temperature`` made hard in the forward pass. At inference both are the plain argmax.
 
     Outside the saved config, ``mode`` (set with ``ddi_tf.model.set_gate_mode``) overrides the decision:
     ``learned`` (default), ``full`` (always the widest option: the static path), ``random`` (with
@@ -61,7 +68,8 @@ class GateDecision(keras.layers.Layer):
         if training and self.estimator == "gumbel":
             u = tf.random.uniform(tf.shape(logits), 1e-9, 1.0 - 1e-9, dtype=logits.dtype)
             soft = tf.nn.softmax((logits - tf.math.log(-tf.math.log(u))) / self.temperature, axis=-1)
-        hard = tf.one_hot(tf.argmax(soft, axis=-1), n, dtype=logits.dtype)
+        scores = logits if soft is probs else soft
+        hard = tf.one_hot(last_argmax(scores), n, dtype=logits.dtype)
         return [hard + (soft - tf.stop_gradient(soft)), probs]  # exactly 0/1 forward
 
     def compute_output_shape(self, input_shape):

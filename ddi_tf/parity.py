@@ -7,6 +7,10 @@ builtin kernels and no delegate (bit-identical to tflite-runtime and tf.lite wit
 each gate's argmax and computing every exit (no early exit, no budget), its gate decisions and every exit's
 argmax are compared with the Keras model's on the same images (the test split of the run's data set); then
 float and int8 accuracy are compared under the same hard budgets.
+
+The Keras side of the agreement is the QAT model (``checkpoints_qat/``, fake-quantised where the int8 pieces
+quantize) when the run has a QAT stage, else the float model; the budget sweep always compares with the float
+model (after QAT: the QAT-trained weights without fake quantisation).
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def main(argv: list[str]) -> None:
 
     import ddi_tf  # noqa: F401
     from ddi_tf.export import load_trained
+    from ddi_tf.qat import restore_qat
     from ddi_tf.trainer import TrainConfig, load_data
 
     FLAGS = flags.FLAGS  # noqa: N806
@@ -114,7 +119,10 @@ def main(argv: list[str]) -> None:
     # a seeded random subset: the test split of an image-folder archive is ordered by class
     order = np.random.default_rng(0).permutation(len(data.y_test))[: FLAGS.limit or None]
     x, y = data.x_test[order], data.y_test[order]
-    res = compare(model, cfg, FLAGS.model_dir, x, mean, std)
+    qat_model = restore_qat(FLAGS.workdir, cfg, model)
+    # the Keras reference: the QAT model (fake-quantised like the int8 pieces) when the run has a QAT stage
+    res = compare(qat_model or model, cfg, FLAGS.model_dir, x, mean, std)
+    res["reference"] = "qat" if qat_model is not None else "float"
     res["int8_accuracy_last_exit"] = float((res["int8_exit_pred"][:, -1] == y).mean())
     res["keras_accuracy_last_exit"] = float((res["keras_exit_pred"][:, -1] == y).mean())
     out = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}

@@ -73,6 +73,8 @@ class TrainConfig:
     target_cost: float = 0.5
     cost_weight: float = 1.0
     rl_cost_weight: float = 0.5
+    gate_margin: float = 0.0
+    gate_margin_target: float = 0.25
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
@@ -108,7 +110,26 @@ class TrainConfig:
 RESUMABLE_KEYS = {"data_dir", "cache_dir", "log_every", "checkpoint_every", "eval_batch_size", "budget_fractions",
                   "target_fractions", "eval_limit", "strategy", "tpu", "cpu_devices", "latency_table"}
 # Settings that may change until the QAT stage has started (extending a trained float run with QAT).
-EXTENDABLE_KEYS = {"qat_steps", "qat_lr"}
+EXTENDABLE_KEYS = {"qat_steps", "qat_lr", "gate_margin", "gate_margin_target"}
+
+
+def gate_margin_loss(probs: list[tf.Tensor], target: float) -> tf.Tensor:
+    """Hinge on each gate's decision margin: mean of relu(target - (z_top1 - z_top2) / spread).
+
+    The margin is the gap between the two largest logits (from the log-softmax: the same differences), in
+    units of the spread (standard deviation, not differentiated) of the gate's centred logits over the batch
+    and the options, so that scaling the logits up cannot satisfy it. Near-tied decisions are what 8-bit
+    rounding flips between the QAT model and the int8 pieces; this pushes them apart, where the gate barely
+    prefers one option anyway.
+    """
+    terms = []
+    for p in probs:
+        logp = tf.math.log(tf.cast(p, tf.float32) + 1e-12)
+        centred = logp - tf.reduce_mean(logp, axis=-1, keepdims=True)
+        spread = tf.stop_gradient(tf.math.reduce_std(centred)) + 1e-6
+        top2 = tf.math.top_k(logp, k=2).values
+        terms.append(tf.reduce_mean(tf.nn.relu(target - (top2[:, 0] - top2[:, 1]) / spread)))
+    return tf.add_n(terms) / len(terms)
 
 
 def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
@@ -248,6 +269,9 @@ class _Trainer:
                 if with_cost:
                     sign = tf.stop_gradient(tf.sign(mean_ratio - cfg.target_cost))
                     loss += cfg.cost_weight * sign * tf.nn.compute_average_loss(ratio, global_batch_size=global_batch)
+                if with_cost and cfg.gate_margin > 0:
+                    loss += cfg.gate_margin * gate_margin_loss(
+                        [out[k.replace("_decision", "_probs")] for k in block_names], cfg.gate_margin_target)
                 if stage == "rl":
                     reward = -ce[-1] - cfg.rl_cost_weight * ratio
                     adv = tf.stop_gradient(reward - tf.reduce_mean(reward))
@@ -325,6 +349,7 @@ class _Trainer:
             if stage == "qat":
                 if self.qat_model is None:
                     self.build_qat()
+                    self._calibrate_qat(train_xy[0], mean, std)
                 self.active = self.qat_model
             self.configure_stage(stage)
             train_step = self.make_step(stage, stage_start, steps)
@@ -346,6 +371,18 @@ class _Trainer:
                     manager.save(checkpoint_number=s)
         bar.close()
         self._finish_qat()
+
+    def _calibrate_qat(self, images: np.ndarray, mean, std, count: int = 1024, batch: int = 256) -> None:
+        """Starts the QAT activation ranges from the float model's (the QAT stage is just beginning)."""
+        from ddi_tf import qat
+
+        set_gate_mode(self.model, "learned")
+        rng = np.random.default_rng(self.cfg.seed)
+        idx = np.sort(rng.choice(len(images), min(count, len(images)), replace=False))
+        batches = [data_lib.normalize(images[idx[s:s + batch]], mean, std) for s in range(0, len(idx), batch)]
+        n = qat.calibrate_ranges(self.qat_model, self.model, batches)
+        qat.tie_edge_ranges(self.qat_model, self.model_cfg)
+        logging.info("qat: %d activation range variables calibrated on %d training images", n, len(idx))
 
     def _finish_qat(self) -> None:
         """After QAT, the float model takes the QAT-trained weights and is checkpointed as the final model."""

@@ -35,3 +35,22 @@ def exported(tmp_path_factory):
     manifest = export_lib.export(workdir, out, data.x_train[:64], mean, std, data.class_names)
     data_lib.write_npz(str(root / "test.npz"), data.x_test, data.y_test)
     return workdir, out, manifest, data
+
+
+@pytest.fixture(scope="session")
+def exported_qat(tmp_path_factory):
+    """The same tiny model with a QAT stage, exported with the QAT ranges: (workdir, export dir, manifest, data)."""
+    import dataclasses
+
+    from ddi_tf import data as data_lib
+    from ddi_tf import export as export_lib
+    from ddi_tf.trainer import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("export_qat")
+    workdir, out = str(root / "run"), str(root / "model")
+    tcfg = dataclasses.replace(EXPORT_TRAIN, qat_steps=30, gate_margin=1.0, gate_margin_target=0.5)
+    train_and_evaluate(EXPORT_MODEL, tcfg, workdir)
+    data = data_lib.synthetic_cifar(EXPORT_TRAIN.synthetic_train, EXPORT_TRAIN.synthetic_test, 10, EXPORT_TRAIN.seed)
+    mean, std = data_lib.normalization_for("cifar10")
+    manifest = export_lib.export(workdir, out, data.x_train[:64], mean, std, data.class_names)
+    return workdir, out, manifest, data
