@@ -248,8 +248,8 @@ class Scheduler:
                 spent += c[0]
                 exit_logits.append(logits)
                 exit_j, pred = j, int(np.argmax(logits))
-                if self._confidence(p["options"][0], logits) >= th[j]:
-                    break
+                if th[j] <= 1.0 and self._confidence(p["options"][0], logits) >= th[j]:
+                    break  # (a confidence is at most 1: a threshold above it never stops, skip the softmax)
                 j += 1
             else:
                 x = self._invoke(p["name"], "run", x)
