@@ -43,7 +43,39 @@ def markdown(reports: dict[str, dict]) -> str:
         for r in rep.get("ddi_pareto", []):
             lines.append(_fmt_row(label, "DDI (pareto)", f"budget {r['budget_fraction']:.2f}, t={r['threshold']:.3f}",
                                   r, ref))
+    lines += ["", envelope_table(reports)]
     return "\n".join(lines) + "\n"
+
+
+ENVELOPE_FRACTIONS = (0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+"""Mean-cost levels (fractions of the first report's static backbone MACs) of the side-by-side table."""
+
+
+def operating_points(rep: dict) -> list[tuple[float, float, str]]:
+    """Every evaluated (mean MACs, accuracy, policy) of a report: all exits, anytime, thresholds, DDI."""
+    points = []
+    for key in ("exits_all_full", "exits_learned_gates", "anytime", "threshold", "ddi", "ddi_pareto"):
+        for r in rep.get(key, []):
+            points.append((float(r["mean_macs"]), float(r["accuracy"]), key))
+    return points
+
+
+def envelope_table(reports: dict[str, dict], fractions=ENVELOPE_FRACTIONS) -> str:
+    """Best test accuracy of each model at a mean cost of at most each fraction of the static backbone's MACs
+    (over every operating point its report evaluated): the models side by side at equal mean cost."""
+    ref = next(iter(reports.values()))["backbone_macs"]
+    labels = list(reports)
+    lines = ["Best accuracy (%) at mean MACs <= fraction x static backbone (any evaluated policy; "
+             "- : none that cheap).", "",
+             "| mean MACs <= | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    points = {label: operating_points(rep) for label, rep in reports.items()}
+    for f in fractions:
+        cells = []
+        for label in labels:
+            ok = [acc for macs, acc, _ in points[label] if macs <= f * ref * (1 + 1e-9)]
+            cells.append(f"{100 * max(ok):.2f}" if ok else "-")
+        lines.append(f"| {f:.2f} ({f * ref / 1e6:.1f}M) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,19 @@
+"""The side-by-side comparison of training reports."""
+
+from ddi_tf.compare import envelope_table, markdown
+
+
+def _report(backbone: float, rows: list[tuple[float, float]]) -> dict:
+    return {"backbone_macs": backbone,
+            "anytime": [{"budget_fraction": m / backbone, "accuracy": a, "mean_macs": m, "max_macs": m,
+                         "over_budget": 0} for m, a in rows]}
+
+
+def test_envelope_takes_the_best_point_at_or_below_each_cost():
+    reports = {"a": _report(100.0, [(25.0, 0.5), (50.0, 0.7), (100.0, 0.9)]), "b": _report(100.0, [(100.0, 0.95)])}
+    table = envelope_table(reports, fractions=(0.2, 0.25, 0.6, 1.0)).splitlines()
+    assert table[4] == "| 0.20 (0.0M) | - | - |"
+    assert table[5] == "| 0.25 (0.0M) | 50.00 | - |"
+    assert table[6] == "| 0.60 (0.0M) | 70.00 | - |"
+    assert table[7] == "| 1.00 (0.0M) | 90.00 | 95.00 |"
+    assert "| a | anytime budget (gates full) | budget 0.25 | 50.00 |" in markdown(reports)
