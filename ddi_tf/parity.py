@@ -66,11 +66,12 @@ def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_siz
 
 
 def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndarray, mean, std,
-                 fractions: list[float], batch_size: int = 100) -> list[dict]:
+                 fractions: list[float], batch_size: int = 100, qat_model=None) -> list[dict]:
     """Float Keras vs int8 pieces under the same hard MAC budgets (learned gates, no early exit).
 
     For each budget (a fraction of the full cost): both accuracies, the int8 path's mean/max MACs, samples
-    over budget (must be 0) and the fraction of identical predictions.
+    over budget (must be 0) and the fraction of identical predictions. With ``qat_model`` (the run's QAT
+    model) also the QAT model's accuracy under the same budgets and its agreement with int8.
     """
     from ddi_tf.arch import build_pieces
     from ddi_tf.costs import cost_table
@@ -82,6 +83,13 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     budget_model = build_model(cfg, table, budget_input=True)
     copy_weights(model, budget_model)
     run = Predictor(budget_model, batch_size, mean, std)
+    run_qat = None
+    if qat_model is not None:
+        from ddi_tf import qat
+
+        budget_qat = qat.quantize_model(budget_model)
+        qat.copy_qat_variables(qat_model, budget_qat)
+        run_qat = Predictor(budget_qat, batch_size, mean, std)
     sched = _scheduler(model_dir)
     plan = sched.costs("macs")
     rows = []
@@ -98,6 +106,12 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
                      "int8_accuracy": float((pred == labels).mean()), "int8_mean_macs": float(cost.mean()),
                      "int8_max_macs": float(cost.max()), "over_budget": int((cost > budget).sum()),
                      "prediction_agreement": float((pred == keras_pred).mean())})
+        if run_qat is not None:
+            q_outs = run_qat(images, labels, mode="learned" if cfg.gated else "full", budget=budget)
+            q_idx = choose_exit(q_outs, 1.0 + 1e-9)
+            q_pred = np.where(q_idx >= 0, q_outs.pred[np.arange(len(q_idx)), np.maximum(q_idx, 0)], -1)
+            rows[-1].update({"qat_accuracy": float((q_pred == labels).mean()),
+                             "qat_prediction_agreement": float((pred == q_pred).mean())})
     return rows
 
 
@@ -127,8 +141,12 @@ def main(argv: list[str]) -> None:
     res["keras_accuracy_last_exit"] = float((res["keras_exit_pred"][:, -1] == y).mean())
     out = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}
     if FLAGS.budget_fractions:
+        if qat_model is not None:  # the float model of a QAT run: the QAT-trained weights, no fake quantisation
+            from ddi_tf.qat import float_weights_from_qat
+
+            float_weights_from_qat(qat_model, model)
         out["budgets"] = budget_sweep(model, cfg, FLAGS.model_dir, x, y, mean, std,
-                                      [float(v) for v in FLAGS.budget_fractions])
+                                      [float(v) for v in FLAGS.budget_fractions], qat_model=qat_model)
     print(json.dumps(out, indent=2))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:

@@ -283,3 +283,19 @@ def restore_qat(workdir: str, cfg, float_model: keras.Model) -> keras.Model | No
     tf.train.Checkpoint(model=qat_model).restore(path).expect_partial()
     tie_edge_ranges(qat_model, cfg)
     return qat_model
+
+
+def _canonical(name: str) -> str:
+    """A variable name without Keras' uniquifying suffix of the input quantize layer (``quantize_layer_3``)."""
+    return re.sub(r"quantize_layer_\d+", "quantize_layer", name)
+
+
+def copy_qat_variables(src: keras.Model, dst: keras.Model) -> None:
+    """Copies every variable (weights, BN statistics, quantizer ranges) between QAT models of one config that
+    may differ in weightless layers (e.g. the budget input of ``build_model(..., budget_input=True)``)."""
+    by_name = {_canonical(v.name): v for v in src.weights}
+    for v in dst.weights:
+        key = _canonical(v.name)
+        if key not in by_name:
+            raise KeyError(f"QAT model has no variable {v.name}")
+        v.assign(by_name[key])

@@ -12,7 +12,7 @@ import pytest
 import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
 from ddi_tf import export as export_lib
-from ddi_tf.parity import compare
+from ddi_tf.parity import budget_sweep, compare
 
 
 def test_every_piece_option_is_exported_fully_int8(exported):
@@ -88,6 +88,9 @@ def test_qat_export_imposes_the_qat_ranges_and_matches_the_qat_model(exported_qa
     # The early exit of this 100-step synthetic model has near-tied class logits (it is barely trained); the
     # 99% on every exit is checked on real CIFAR-10 (test_real_data_qat_parity, marked slow).
     assert min(res["exit_agreement"]) >= 0.95
+    rows = budget_sweep(model, cfg, out, data.x_test, data.y_test, mean, std, [0.6], qat_model=q)
+    assert rows[0]["over_budget"] == 0
+    assert rows[0]["qat_prediction_agreement"] >= 0.97  # the QAT model under the same hard budget
 
 
 def test_manifest_is_self_sufficient(exported):
