@@ -147,6 +147,12 @@ class Scheduler:
             self.latency = load_latency_table(table, self.manifest)
         self.latency_margin = latency_margin
         self.num_exits = sum(1 for p in self.manifest["pieces"] if p["kind"] == "exit")
+        # the piece graph flattened once, so the per-sample loop does no dict lookups:
+        # (kind, name, first option, ((identity, (interpreter, input index, output index) | None, macs), ...))
+        self._steps = [(p["kind"], p["name"], p["options"][0],
+                        tuple((bool(o["identity"]), self.interps.get((p["name"], o["name"])), float(o["macs"]))
+                              for o in p["options"]))
+                       for p in self.manifest["pieces"]]
 
     # --- costs -------------------------------------------------------------------------------------------------
     def costs(self, kind: str) -> tuple[list[list[float]], list[float]]:
@@ -188,15 +194,6 @@ class Scheduler:
                               "stem, gates and every block skipped, up to the first exit)")
 
     # --- running -------------------------------------------------------------------------------------------------
-    def _invoke(self, piece: str, option: str, x: np.ndarray) -> np.ndarray:
-        interp, i, o = self.interps[(piece, option)]
-        t0 = time.perf_counter()
-        interp.set_tensor(i, x)
-        interp.invoke()
-        y = interp.get_tensor(o)
-        self._invoke_s += time.perf_counter() - t0
-        return y
-
     @staticmethod
     def _confidence(option: dict, logits: np.ndarray) -> float:
         q = option["output"]
@@ -216,44 +213,54 @@ class Scheduler:
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
         th = [math.inf] * n_exits if thresholds is None else list(np.broadcast_to(thresholds, (n_exits,)))
-        self._invoke_s = 0.0
         t0 = time.perf_counter()
+        invoke_s = 0.0
+        clock = time.perf_counter
         x = (image_uint8.astype(np.int16) - 128).astype(np.int8)[None]
         spent, macs, option, j, pred, exit_j, halted = 0.0, 0.0, None, 0, -1, -1, False
         decisions, exit_logits = [], []
-        for p, c, reserve in zip(self.manifest["pieces"], costs, reserves, strict=True):
+        for (kind_p, _name, first, opts), c, reserve in zip(self._steps, costs, reserves, strict=True):
             if spent + min(c) + reserve > budget:
                 halted = True
                 break
-            kind_p = p["kind"]
-            if kind_p != "block":
-                macs += p["options"][0]["macs"]
-            if kind_p == "gate":
-                option = gate_choice(self._invoke(p["name"], "run", x)[0])
-                spent += c[0]
-            elif kind_p == "block":
+            if kind_p == "block":
                 k = len(c) - 1 if option is None else option
                 while k > 0 and spent + c[k] + reserve > budget:
                     k -= 1
-                o = p["options"][k]
-                if not o["identity"]:
-                    x = self._invoke(p["name"], o["name"], x)
+                identity, runner, option_macs = opts[k]
+                if not identity:
+                    interp, i, o = runner
+                    ti = clock()
+                    interp.set_tensor(i, x)
+                    interp.invoke()
+                    x = interp.get_tensor(o)
+                    invoke_s += clock() - ti
                 spent += c[k]
-                macs += o["macs"]
+                macs += option_macs
                 if option is not None:
                     decisions.append(k)
                 option = None
+                continue
+            interp, i, o = opts[0][1]
+            ti = clock()
+            interp.set_tensor(i, x)
+            interp.invoke()
+            y = interp.get_tensor(o)
+            invoke_s += clock() - ti
+            spent += c[0]
+            macs += opts[0][2]
+            if kind_p == "gate":
+                option = gate_choice(y[0])
             elif kind_p == "exit":
-                logits = self._invoke(p["name"], "run", x)[0].copy()
-                spent += c[0]
+                logits = y[0]
                 exit_logits.append(logits)
                 exit_j, pred = j, int(np.argmax(logits))
-                if th[j] <= 1.0 and self._confidence(p["options"][0], logits) >= th[j]:
+                if th[j] <= 1.0 and self._confidence(first, logits) >= th[j]:
                     break  # (a confidence is at most 1: a threshold above it never stops, skip the softmax)
                 j += 1
             else:
-                x = self._invoke(p["name"], "run", x)
-                spent += c[0]
+                x = y
+        self._invoke_s = invoke_s
         return Result(pred, exit_j, spent, macs, decisions, 1e3 * (time.perf_counter() - t0), 1e3 * self._invoke_s,
                       exit_logits, halted)
 
