@@ -224,7 +224,7 @@ def python_scheduler(model_dir: str, litert: LiteRtPieces):
     except ImportError:
         return None
     sched = Scheduler(model_dir, interpreter="litert", delegate="none")
-    sched.interps = dict(litert.interps)
+    sched.set_interpreters(dict(litert.interps))
     return sched
 
 

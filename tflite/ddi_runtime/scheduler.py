@@ -147,10 +147,17 @@ class Scheduler:
             self.latency = load_latency_table(table, self.manifest)
         self.latency_margin = latency_margin
         self.num_exits = sum(1 for p in self.manifest["pieces"] if p["kind"] == "exit")
-        # the piece graph flattened once, so the per-sample loop does no dict lookups:
-        # (kind, name, first option, ((identity, (interpreter, input index, output index) | None, macs), ...))
+        self.set_interpreters(self.interps)
+
+    def set_interpreters(self, interps: dict) -> None:
+        """Runs the pieces on these interpreters: {(piece, option): (interpreter, input index, output index)}.
+
+        Also flattens the piece graph once, so that the per-sample loop does no dict lookups:
+        (kind, name, first option, ((identity, (interpreter, input index, output index) | None, macs), ...)).
+        """
+        self.interps = interps
         self._steps = [(p["kind"], p["name"], p["options"][0],
-                        tuple((bool(o["identity"]), self.interps.get((p["name"], o["name"])), float(o["macs"]))
+                        tuple((bool(o["identity"]), interps.get((p["name"], o["name"])), float(o["macs"]))
                               for o in p["options"]))
                        for p in self.manifest["pieces"]]
 
