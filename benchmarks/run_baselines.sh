@@ -13,3 +13,10 @@ python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --groups=1 --random_wi
 python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
 exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json" \
     --out=docs/results/baselines_cpu
+# With the QAT + gate-margin fine-tuning of DDI (2,000 more steps than the others: labelled so), when present
+# (benchmarks/run_deploy_results.sh makes it):
+if [ -f "$RUNS/cifar_cpu_qatm/report.json" ]; then
+  python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
+exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json,\
+DDI+QAT (2k more steps)=$RUNS/cifar_cpu_qatm/report.json" --out=docs/results/baselines_cpu_with_qat
+fi
