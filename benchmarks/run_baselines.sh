@@ -18,5 +18,8 @@ exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/re
 if [ -f "$RUNS/cifar_cpu_qatm/report.json" ]; then
   python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
 exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json,\
-DDI+QAT (2k more steps)=$RUNS/cifar_cpu_qatm/report.json" --out=docs/results/baselines_cpu_with_qat
+DDI+QAT (2k more steps)=$RUNS/cifar_cpu_qatm/report.json" --out=docs/results/baselines_cpu_with_qat \
+      --int8="DDI+QAT (2k more steps)=docs/results/latency_cifar_cpu_qatm.json,\
+exits-only=docs/results/latency_cifar_cpu_exits.json,layer-only=docs/results/latency_cifar_cpu_layer.json"
+  # (the latency JSONs come from benchmarks/run_baseline_latency.sh)
 fi

@@ -2,7 +2,9 @@
 
     python -m ddi_tf.compare --reports=DDI=runs/a/report.json,static=runs/b/report.json --out=docs/results/cifar_cpu
 
-Writes ``<out>.png`` (accuracy against mean MACs, every policy of every report) and ``<out>.md``.
+Writes ``<out>.png`` (accuracy against mean MACs, every policy of every report), ``<out>_pareto.png`` (each
+model's float Pareto front, and its int8 accuracy under hard budgets with ``--int8=label=latency.json``) and
+``<out>.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from absl import app, flags
 
 flags.DEFINE_list("reports", [], "label=path/to/report.json, ...")
 flags.DEFINE_string("out", None, "Output prefix (without extension).")
+flags.DEFINE_list("int8", [], "label=path/to/latency.json (benchmarks/runtime_latency.py) of a report's int8 "
+                  "export: adds its int8 accuracy under hard budgets to <out>_pareto.png")
 FLAGS = flags.FLAGS
 
 
@@ -78,6 +82,43 @@ def envelope_table(reports: dict[str, dict], fractions=ENVELOPE_FRACTIONS) -> st
     return "\n".join(lines)
 
 
+def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
+    """The (mean MACs, accuracy) points no other point beats on both, sorted by cost."""
+    front, best = [], -1.0
+    for macs, acc, _ in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((macs, acc))
+            best = acc
+    return front
+
+
+def plot_pareto(reports: dict[str, dict], int8: dict[str, dict], path: str) -> None:
+    """One PNG: each model's float Pareto front (solid) and, where given, its int8 accuracy under hard MAC
+    budgets on the board runtime (dashed, same colour)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (label, rep) in enumerate(reports.items()):
+        color = f"C{i}"
+        front = pareto(operating_points(rep))
+        ax.plot([m / 1e6 for m, _ in front], [100 * a for _, a in front], "o-", color=color, label=f"{label} (float)")
+        if label in int8:
+            rows = [r for r in int8[label]["rows"] if r["config"] != "static"]
+            ax.plot([r["mean_macs"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], "x--", color=color,
+                    label=f"{label} (int8, budget only)")
+    ax.set_xlabel("mean MACs per image (millions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("CIFAR-10: float Pareto fronts and int8 under hard budgets")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> None:
     """Writes the plot and the table."""
     del argv
@@ -98,7 +139,17 @@ def main(argv: list[str]) -> None:
     plot_report(reports, FLAGS.out + ".png", title="CIFAR-10 test accuracy against mean MACs")
     with open(FLAGS.out + ".md", "w") as f:
         f.write(markdown(reports))
-    print(f"wrote {FLAGS.out}.png and {FLAGS.out}.md")
+    int8 = {}
+    for item in FLAGS.int8:
+        label, _, path = item.partition("=")
+        if label not in reports or not os.path.exists(path):
+            print(f"error: --int8 {item!r}: needs label=path with a label of --reports and an existing file",
+                  file=sys.stderr)
+            sys.exit(2)
+        with open(path) as f:
+            int8[label] = json.load(f)
+    plot_pareto(reports, int8, FLAGS.out + "_pareto.png")
+    print(f"wrote {FLAGS.out}.png, {FLAGS.out}_pareto.png and {FLAGS.out}.md")
 
 
 if __name__ == "__main__":

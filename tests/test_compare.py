@@ -1,6 +1,6 @@
 """The side-by-side comparison of training reports."""
 
-from ddi_tf.compare import envelope_table, markdown
+from ddi_tf.compare import envelope_table, markdown, pareto
 
 
 def _report(backbone: float, rows: list[tuple[float, float]]) -> dict:
@@ -17,3 +17,8 @@ def test_envelope_takes_the_best_point_at_or_below_each_cost():
     assert table[6] == "| 0.60 (0.0M) | 70.00 | - |"
     assert table[7] == "| 1.00 (0.0M) | 90.00 | 95.00 |"
     assert "| a | anytime budget (gates full) | budget 0.25 | 50.00 |" in markdown(reports)
+
+
+def test_pareto_keeps_only_points_nothing_beats():
+    points = [(10.0, 0.5, "a"), (20.0, 0.4, "b"), (20.0, 0.7, "c"), (30.0, 0.7, "d"), (40.0, 0.8, "e")]
+    assert pareto(points) == [(10.0, 0.5), (20.0, 0.7), (40.0, 0.8)]
