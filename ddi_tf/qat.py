@@ -47,12 +47,9 @@ DEFAULT_QUANTIZED = (keras.layers.Dense, keras.layers.ReLU, keras.layers.Add, ke
 
 
 @keras.utils.register_keras_serializable(package="ddi_tf")
-class OutputQuantizeConfig(qk.QuantizeConfig):
-    """Quantizes only a layer's output (8-bit asymmetric, moving-average range); weights stay float.
-
-    Used for batch norms outside tfmot's Conv+BN patterns; at export they are folded into the preceding
-    convolution, whose weights the converter quantizes per channel.
-    """
+class NoQuantizeConfig(qk.QuantizeConfig):
+    """Quantizes nothing. Annotating a layer with it (rather than leaving it unannotated) keeps tfmot from
+    adding an output quantizer to it because an annotated layer consumes it. The base of the other configs."""
 
     def get_weights_and_quantizers(self, layer):
         return []
@@ -67,14 +64,26 @@ class OutputQuantizeConfig(qk.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+        return []
 
     def get_config(self) -> dict:
         return {}
 
 
 @keras.utils.register_keras_serializable(package="ddi_tf")
-class ConvWeightsQuantizeConfig(qk.QuantizeConfig):
+class OutputQuantizeConfig(NoQuantizeConfig):
+    """Quantizes only a layer's output (8-bit asymmetric, moving-average range); weights stay float.
+
+    Used for batch norms outside tfmot's Conv+BN patterns; at export they are folded into the preceding
+    convolution, whose weights the converter quantizes per channel.
+    """
+
+    def get_output_quantizers(self, layer):
+        return [qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+
+@keras.utils.register_keras_serializable(package="ddi_tf")
+class ConvWeightsQuantizeConfig(NoQuantizeConfig):
     """Per-channel symmetric 8-bit weights (as the TFLite int8 conv), no activation or output quantizer.
 
     For convolutions followed by a batch norm: the export folds the norm into the convolution, so the int8
@@ -85,44 +94,8 @@ class ConvWeightsQuantizeConfig(qk.QuantizeConfig):
         return [(layer.kernel, qk.quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
                                                                 narrow_range=True))]
 
-    def get_activations_and_quantizers(self, layer):
-        return []
-
     def set_quantize_weights(self, layer, quantize_weights):
         layer.kernel = quantize_weights[0]
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self) -> dict:
-        return {}
-
-
-@keras.utils.register_keras_serializable(package="ddi_tf")
-class NoQuantizeConfig(qk.QuantizeConfig):
-    """Quantizes nothing. Annotating a layer with it (rather than leaving it unannotated) keeps tfmot from
-    adding an output quantizer to it because an annotated layer consumes it."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self) -> dict:
-        return {}
 
 
 QUANTIZE_SCOPE = {**CUSTOM_OBJECTS, "OutputQuantizeConfig": OutputQuantizeConfig,
