@@ -425,11 +425,8 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
 
     t0 = time.time()
     cfg, _, model = load_trained(workdir)
-    qat_model = qat.restore_qat(workdir, cfg, model)
-    inner = None
-    if qat_model is not None:  # QAT: its weights, and its ranges everywhere (edges tied per stage)
-        qat.float_weights_from_qat(qat_model, model)
-        inner = qat.activation_ranges(qat_model)
+    qat_model = qat.restore_qat(workdir, cfg, model)  # QAT: its weights (now in model), its ranges everywhere
+    inner = None if qat_model is None else qat.activation_ranges(qat_model)
     ranges, edges = calibrate_edges(cfg, model, images, mean, std)
     if inner is not None:
         ranges.update({edge: inner[names[0]] for edge, names in qat.edge_groups(cfg).items()})

@@ -92,12 +92,17 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
         run_qat = Predictor(budget_qat, batch_size, mean, std)
     sched = _scheduler(model_dir)
     plan = sched.costs("macs")
+
+    def budget_pred(predictor, budget: float) -> np.ndarray:
+        """Each image's answer under ``budget`` (latest exit reached; -1: none), learned gates, no early exit."""
+        outs = predictor(images, labels, mode="learned" if cfg.gated else "full", budget=budget)
+        idx = choose_exit(outs, 1.0 + 1e-9)
+        return np.where(idx >= 0, outs.pred[np.arange(len(idx)), np.maximum(idx, 0)], -1)
+
     rows = []
     for f in fractions:
         budget = f * table.full_cost()
-        outs = run(images, labels, mode="learned" if cfg.gated else "full", budget=budget)
-        idx = choose_exit(outs, 1.0 + 1e-9)
-        keras_pred = np.where(idx >= 0, outs.pred[np.arange(len(idx)), np.maximum(idx, 0)], -1)
+        keras_pred = budget_pred(run, budget)
         res = [sched.run(img, budget, "macs", None, plan) for img in images]
         pred = np.array([r.pred for r in res])
         cost = np.array([r.cost for r in res])
@@ -107,9 +112,7 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
                      "int8_max_macs": float(cost.max()), "over_budget": int((cost > budget).sum()),
                      "prediction_agreement": float((pred == keras_pred).mean())})
         if run_qat is not None:
-            q_outs = run_qat(images, labels, mode="learned" if cfg.gated else "full", budget=budget)
-            q_idx = choose_exit(q_outs, 1.0 + 1e-9)
-            q_pred = np.where(q_idx >= 0, q_outs.pred[np.arange(len(q_idx)), np.maximum(q_idx, 0)], -1)
+            q_pred = budget_pred(run_qat, budget)
             rows[-1].update({"qat_accuracy": float((q_pred == labels).mean()),
                              "qat_prediction_agreement": float((pred == q_pred).mean())})
     return rows
@@ -133,7 +136,7 @@ def main(argv: list[str]) -> None:
     # a seeded random subset: the test split of an image-folder archive is ordered by class
     order = np.random.default_rng(0).permutation(len(data.y_test))[: FLAGS.limit or None]
     x, y = data.x_test[order], data.y_test[order]
-    qat_model = restore_qat(FLAGS.workdir, cfg, model)
+    qat_model = restore_qat(FLAGS.workdir, cfg, model)  # (model then holds the QAT-trained float weights)
     # the Keras reference: the QAT model (fake-quantised like the int8 pieces) when the run has a QAT stage
     res = compare(qat_model or model, cfg, FLAGS.model_dir, x, mean, std)
     res["reference"] = "qat" if qat_model is not None else "float"
@@ -141,10 +144,6 @@ def main(argv: list[str]) -> None:
     res["keras_accuracy_last_exit"] = float((res["keras_exit_pred"][:, -1] == y).mean())
     out = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}
     if FLAGS.budget_fractions:
-        if qat_model is not None:  # the float model of a QAT run: the QAT-trained weights, no fake quantisation
-            from ddi_tf.qat import float_weights_from_qat
-
-            float_weights_from_qat(qat_model, model)
         out["budgets"] = budget_sweep(model, cfg, FLAGS.model_dir, x, y, mean, std,
                                       [float(v) for v in FLAGS.budget_fractions], qat_model=qat_model)
     print(json.dumps(out, indent=2))

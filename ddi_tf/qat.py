@@ -174,11 +174,7 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches: 
     Returns:
       The number of range variables set.
     """
-    targets: dict[str, list[tf.Variable]] = {}
-    for v in qat_model.non_trainable_weights:
-        m = _RANGE_VAR.fullmatch(v.name)
-        if m:
-            targets.setdefault(m.group(1) or "", []).append(v)
+    targets = _range_variables(qat_model)
     names = sorted(n for n in targets if n)
     probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in names])
     lo = {n: 0.0 for n in names + [""]}
@@ -188,12 +184,10 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches: 
         for n, o in zip(names, outs, strict=True):
             lo[n], hi[n] = min(lo[n], float(tf.reduce_min(o))), max(hi[n], float(tf.reduce_max(o)))
         lo[""], hi[""] = min(lo[""], float(np.min(x))), max(hi[""], float(np.max(x)))
-    count = 0
-    for n, variables in targets.items():
-        for v in variables:
-            v.assign(lo[n] if v.name.endswith("_min:0") else hi[n])
-            count += 1
-    return count
+    for n, v in targets.items():
+        v["min"].assign(lo[n])
+        v["max"].assign(hi[n])
+    return 2 * len(targets)
 
 
 def _range_variables(qat_model: keras.Model) -> dict[str, dict[str, tf.Variable]]:
@@ -240,7 +234,8 @@ def activation_ranges(qat_model: keras.Model) -> dict[str, tuple[float, float]]:
 
 def restore_qat(workdir: str, cfg, float_model: keras.Model) -> keras.Model | None:
     """The QAT model of a work directory (``checkpoints_qat/``) with its edge ranges tied, or None when the
-    run has no QAT stage.
+    run has no QAT stage. ``float_model`` then also takes the QAT-trained weights (even if the QAT stage was
+    stopped before it handed them back to ``checkpoints/``), so export and parity see one set of weights.
 
     Args:
       workdir: a training work directory.
@@ -255,6 +250,7 @@ def restore_qat(workdir: str, cfg, float_model: keras.Model) -> keras.Model | No
     qat_model = quantize_model(float_model)
     tf.train.Checkpoint(model=qat_model).restore(path).expect_partial()
     tie_edge_ranges(qat_model, cfg)
+    float_weights_from_qat(qat_model, float_model)
     return qat_model
 
 
