@@ -38,11 +38,12 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from ddi_tf import trainer
 from ddi_tf.arch import Piece, build_pieces, full_macs
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.data import normalize
-from ddi_tf.model import BN_EPSILON, build_model, set_gate_mode
+from ddi_tf.model import BN_EPSILON, set_gate_mode
 
 MANIFEST_VERSION = 1
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0, -128  # int8 image = uint8 pixel - 128, exactly
@@ -394,19 +395,10 @@ def _sha256(path: str) -> str:
 
 def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
     """The model config, the training config dict and the float model restored from ``workdir``."""
-    cfg_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(cfg_path):
-        raise ExportError(f"{workdir} is not a training work directory (no config.json); train first with "
-                          "python -m ddi_tf.train --workdir=...")
-    with open(cfg_path) as f:
-        conf = json.load(f)
-    cfg = ModelConfig.from_dict(conf["model"])
-    ckpt_path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    if ckpt_path is None:
-        raise ExportError(f"{workdir} has no trained checkpoint under checkpoints/; train it first")
-    model = build_model(cfg)
-    tf.train.Checkpoint(model=model).restore(ckpt_path).expect_partial()
-    return cfg, conf["train"], model
+    try:
+        return trainer.load_trained(workdir)
+    except trainer.RunDirError as e:
+        raise ExportError(str(e)) from e
 
 
 def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_names: list[str],

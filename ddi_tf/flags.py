@@ -76,6 +76,8 @@ def define_flags() -> None:
                        "decisions away from ties that int8 rounding would flip.")
     flags.DEFINE_float("gate_margin_target", 0.25, "Wanted gap between a gate's two best logits, in units of the "
                        "spread of its logits over the batch.")
+    flags.DEFINE_string("init_from", None, "Start a new run from another run's trained weights (every layer with "
+                        "the same name and shapes), e.g. its stage-1 backbone with --stage1_steps=0.")
     # --- logging / evaluation ---
     flags.DEFINE_integer("log_every", 50, "Steps between TensorBoard/log summaries.")
     flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
@@ -153,7 +155,7 @@ def train_config_from_flags() -> TrainConfig:
         momentum=f.momentum, exit_weights=tuple(float(w) for w in f.exit_weights),
         random_width_prob=f.random_width_prob, cost=f.cost, latency_table=f.latency_table,
         target_cost=f.target_cost, cost_weight=f.cost_weight, rl_cost_weight=f.rl_cost_weight,
-        gate_margin=f.gate_margin, gate_margin_target=f.gate_margin_target,
+        gate_margin=f.gate_margin, gate_margin_target=f.gate_margin_target, init_from=f.init_from,
         log_every=f.log_every, checkpoint_every=f.checkpoint_every, eval_batch_size=f.eval_batch_size,
         budget_fractions=tuple(float(v) for v in f.budget_fractions),
         target_fractions=tuple(float(v) for v in f.target_fractions), eval_limit=f.eval_limit,

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 
 import numpy as np
@@ -35,6 +36,10 @@ from ddi_tf.model import build_model, num_exits, set_gate_mode
 
 CONFIG_VERSION = 1
 STAGES = ("stage1", "stage2", "stage3", "rl", "qat")
+
+
+class RunDirError(ValueError):
+    """A directory that should hold a trained run does not (no config.json or no checkpoint)."""
 
 
 class ResumeError(ValueError):
@@ -75,6 +80,7 @@ class TrainConfig:
     rl_cost_weight: float = 0.5
     gate_margin: float = 0.0
     gate_margin_target: float = 0.25
+    init_from: str | None = None
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
@@ -111,6 +117,10 @@ RESUMABLE_KEYS = {"data_dir", "cache_dir", "log_every", "checkpoint_every", "eva
                   "target_fractions", "eval_limit", "strategy", "tpu", "cpu_devices", "latency_table"}
 # Settings that may change until the QAT stage has started (extending a trained float run with QAT).
 EXTENDABLE_KEYS = {"qat_steps", "qat_lr", "gate_margin", "gate_margin_target"}
+# Settings only the stages after stage 1 use: they may change while the run has not gone past stage 1, so one
+# trained backbone can be branched (copied) into several gate trainings (the cost ablations of the baselines study).
+GATE_STAGE_KEYS = {"stage2_steps", "stage3_steps", "rl_steps", "gate_lr", "finetune_lr", "rl_lr", "cost",
+                   "target_cost", "cost_weight", "rl_cost_weight", "gate_margin", "gate_margin_target"}
 
 
 def gate_margin_loss(probs: list[tf.Tensor], target: float) -> tf.Tensor:
@@ -172,6 +182,8 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
         diffs = []
         if old.get("version") != CONFIG_VERSION:
             diffs.append(f"config version {old.get('version')} != {CONFIG_VERSION}")
+        done = checkpoint_step(os.path.join(workdir, "checkpoints"))
+        within_stage1 = done is not None and done <= old.get("train", {}).get("stage1_steps", -1)
         defaults = {"model": _jsonable(dataclasses.asdict(ModelConfig())),
                     "train": _jsonable(dataclasses.asdict(TrainConfig()))}
         for section in ("model", "train"):
@@ -182,6 +194,8 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
                 if section == "train" and k in EXTENDABLE_KEYS and not os.path.isdir(
                         os.path.join(workdir, "checkpoints_qat")):
                     continue  # a finished float run may be extended with a QAT stage
+                if section == "train" and k in GATE_STAGE_KEYS and within_stage1:
+                    continue  # a run still in (or just at the end of) stage 1 may branch into other gate settings
                 if k not in a and b.get(k) == defaults[section].get(k):
                     continue  # a setting added after the run started, left at its default
                 if a.get(k) != b.get(k):
@@ -191,6 +205,56 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
                 f"{workdir} holds a run with incompatible flags; resume with the same flags or use a new "
                 "--workdir. Differences:\n  " + "\n  ".join(diffs))
     write_json_atomic(path, new)
+
+
+def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
+    """The model config, the training config dict and the float model restored from run directory ``workdir``."""
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise RunDirError(f"{workdir} is not a training work directory (no config.json); train first with "
+                          "python -m ddi_tf.train --workdir=...")
+    with open(cfg_path) as f:
+        conf = json.load(f)
+    cfg = ModelConfig.from_dict(conf["model"])
+    ckpt_path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if ckpt_path is None:
+        raise RunDirError(f"{workdir} has no trained checkpoint under checkpoints/; train it first")
+    model = build_model(cfg)
+    tf.train.Checkpoint(model=model).restore(ckpt_path).expect_partial()
+    return cfg, conf["train"], model
+
+
+def init_from_run(model: keras.Model, workdir: str) -> tuple[list[str], list[str]]:
+    """Copies into ``model`` the weights of every layer of run ``workdir``'s model with the same name and shapes.
+
+    This starts a run from a trained backbone (SkipNet's recipe), e.g. gates of another kind over the same
+    stage-1 backbone. Returns (copied layer names, same-named layers skipped because their shapes differ);
+    RunDirError when nothing can be copied.
+    """
+    _, _, source = load_trained(workdir)
+    by_name = {layer.name: layer for layer in source.layers if layer.weights}
+    copied, mismatched = [], []
+    for layer in model.layers:
+        src = by_name.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        ours, theirs = layer.get_weights(), src.get_weights()
+        if len(ours) == len(theirs) and all(a.shape == b.shape for a, b in zip(ours, theirs, strict=True)):
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+        else:
+            mismatched.append(layer.name)
+    if not copied:
+        raise RunDirError(f"--init_from={workdir}: no layer of that run's model matches this model's (names and "
+                          "shapes); it must share the backbone (depth, groups, exits)")
+    return copied, mismatched
+
+
+def checkpoint_step(directory: str) -> int | None:
+    """The step of the latest checkpoint in ``directory`` (``ckpt-<step>``), or None when there is none."""
+    path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    match = re.search(r"ckpt-(\d+)$", path or "")
+    return int(match.group(1)) if match else None
 
 
 def _jsonable(d: dict) -> dict:
@@ -329,6 +393,10 @@ class _Trainer:
         start = int(self.step.numpy())
         if restored:
             logging.info("resumed from %s at step %d", restored, start)
+        elif cfg.init_from:
+            copied, mismatched = init_from_run(self.model, cfg.init_from)
+            logging.info("initialised %d layers from %s (%d same-named layers differ in shape: %s)", len(copied),
+                         cfg.init_from, len(mismatched), ", ".join(mismatched) or "none")
         if start >= cfg.total_steps:
             self._finish_qat()
             return

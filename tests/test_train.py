@@ -104,6 +104,42 @@ def test_resume_with_incompatible_flags_is_a_clear_error(tmp_path):
     train_and_evaluate(MODEL, TrainConfig(**{**cfg.__dict__, "log_every": 7, "eval_limit": 32}), str(tmp_path))
 
 
+def test_a_run_within_stage1_branches_into_other_gate_settings(tmp_path):
+    import shutil
+
+    stage1 = TrainConfig(**{**TRAIN.__dict__, "stage2_steps": 0, "stage3_steps": 0, "rl_steps": 0})
+    train_and_evaluate(MODEL, stage1, str(tmp_path / "backbone"))
+    shutil.copytree(tmp_path / "backbone", tmp_path / "energy")
+    branch = TrainConfig(**{**stage1.__dict__, "stage2_steps": 2, "cost": "energy", "target_cost": 0.4})
+    report = train_and_evaluate(MODEL, branch, str(tmp_path / "energy"))
+    assert report["train_steps"] == stage1.stage1_steps + 2
+    # stage 2 has run now: its settings are fixed
+    with pytest.raises(ResumeError, match=r"--cost: run has 'energy', now 'macs'"):
+        train_and_evaluate(MODEL, TrainConfig(**{**branch.__dict__, "cost": "macs"}), str(tmp_path / "energy"))
+    # stage 1's own settings never branch
+    shutil.copytree(tmp_path / "backbone", tmp_path / "lr")
+    with pytest.raises(ResumeError, match=r"--lr"):
+        train_and_evaluate(MODEL, TrainConfig(**{**branch.__dict__, "lr": 0.5}), str(tmp_path / "lr"))
+
+
+def test_init_from_starts_other_gates_on_a_trained_backbone(tmp_path):
+    stage1 = TrainConfig(**{**TRAIN.__dict__, "stage2_steps": 0, "stage3_steps": 0, "rl_steps": 0})
+    train_and_evaluate(MODEL, stage1, str(tmp_path / "ff"))
+    rnn = ModelConfig(**{**MODEL.__dict__, "gate_type": "rnn"})
+    gates_only = TrainConfig(**{**stage1.__dict__, "stage1_steps": 0, "stage2_steps": 2,
+                                "init_from": str(tmp_path / "ff")})
+    train_and_evaluate(rnn, gates_only, str(tmp_path / "rnn"))
+    _, _, source = trainer_lib.load_trained(str(tmp_path / "ff"))
+    _, _, branched = trainer_lib.load_trained(str(tmp_path / "rnn"))
+    backbone = [layer.name for layer in source.layers if layer.weights and not layer.name.startswith("gate")]
+    assert backbone
+    for name in backbone:  # stage 2 trains only the gates: the copied backbone is unchanged
+        for a, b in zip(source.get_layer(name).get_weights(), branched.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(trainer_lib.RunDirError, match="no config.json"):
+        trainer_lib.init_from_run(branched, str(tmp_path / "missing"))
+
+
 def _run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ddi_tf.train", *args], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
