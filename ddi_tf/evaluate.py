@@ -1,7 +1,9 @@
 """Evaluation of a trained DDI model: exits, anytime budgets, thresholds, and the DDI policy; report + plot.
 
-All costs here are MACs (the cost table of the model's pieces); budgets and mean-cost targets are given as
-fractions of the full cost (every gate, every block at full width, every exit head).
+Budgets and mean-cost targets are MACs (the cost table of the model's pieces), given as fractions of the full
+cost (every gate, every block at full width, every exit head). Every policy row also reports the same runs'
+mean energy (``mean_uj``, the documented energy model) and, with a measured latency table, mean latency
+(``mean_ms``), from the options each sample's blocks ran.
 """
 
 from __future__ import annotations
@@ -23,14 +25,36 @@ from ddi_tf.data import make_eval_dataset
 from ddi_tf.model import build_model, copy_weights, set_gate_mode
 
 
+def exit_costs(table: CostTable, decisions: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(N, E): each sample's executed cost up to and including each exit, in ``table``'s unit.
+
+    Blocks count the option the sample ran (``block{b}_decision`` one-hots, recorded after budget downgrades;
+    all zero where the sample had halted); blocks of an ungated model run full width. With the MACs table this
+    equals the model's own ``exit{j}_cost`` outputs wherever the exit was reached.
+    """
+    total, cols = np.zeros(n), []
+    for name, kind, costs in zip(table.names, table.kinds, table.costs, strict=True):
+        c = np.asarray(costs, dtype=np.float64)
+        if kind == "block":
+            d = decisions.get(f"{name}_decision")
+            total = total + (np.asarray(d, dtype=np.float64) @ c if d is not None else c[-1])
+        else:
+            total = total + c[-1]
+        if kind == "exit":
+            cols.append(total.copy())
+    return np.stack(cols, axis=1)
+
+
 class Predictor:
     """Runs a model over arrays of images, optionally with a per-sample budget, in one traced function per
-    gate mode."""
+    gate mode; ``extra_tables`` add the executed cost in other units (``ExitOutputs.extra_costs``)."""
 
-    def __init__(self, model: keras.Model, batch_size: int, mean, std):
+    def __init__(self, model: keras.Model, batch_size: int, mean, std,
+                 extra_tables: dict[str, CostTable] | None = None):
         self.model = model
         self.batch_size = batch_size
         self.mean, self.std = mean, std
+        self.extra_tables = extra_tables or {}
         self._fns: dict[str, tf.types.experimental.GenericFunction] = {}
         self.budget_input = isinstance(model.input, dict)
 
@@ -55,26 +79,35 @@ class Predictor:
             for k, v in fn(images, budgets).items():
                 outs.setdefault(k, []).append(v.numpy())
         cat = {k: np.concatenate(v) for k, v in outs.items()}
-        return policies.ExitOutputs.from_model_outputs(cat, y)
+        res = policies.ExitOutputs.from_model_outputs(cat, y)
+        res.extra_costs = {unit: exit_costs(t, res.decisions, len(y)) for unit, t in self.extra_tables.items()}
+        return res
 
 
 def _row(res: dict, **extra) -> dict:
     return {**extra, "accuracy": res["accuracy"], "mean_macs": res["mean_cost"], "max_macs": res["max_cost"],
+            **{k: v for k, v in res.items() if k in ("mean_uj", "mean_ms")},
             "over_budget": res["over_budget"], "exit_histogram": res["exit_histogram"]}
 
 
 def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, np.ndarray],
                    test: tuple[np.ndarray, np.ndarray], mean, std, budget_fractions: tuple[float, ...],
-                   target_fractions: tuple[float, ...], batch_size: int = 500) -> dict:
+                   target_fractions: tuple[float, ...], batch_size: int = 500,
+                   latency_table: str | None = None) -> dict:
     """Evaluates every policy on the test split, calibrating thresholds on ``val``.
 
+    ``latency_table`` (a ``python -m ddi_runtime profile`` JSON of this architecture) adds mean latencies.
     Returns the report dict (see README, "report.json").
     """
-    table: CostTable = cost_table(build_pieces(cfg), "macs")
+    pieces = build_pieces(cfg)
+    table: CostTable = cost_table(pieces, "macs")
     full = table.full_cost()
+    extra = {"uj": cost_table(pieces, "energy")}
+    if latency_table:
+        extra["ms"] = cost_table(pieces, "latency", latency_path=latency_table)
     budget_model = build_model(cfg, table, budget_input=True)
     copy_weights(model, budget_model)
-    run = Predictor(budget_model, batch_size, mean, std)
+    run = Predictor(budget_model, batch_size, mean, std, extra)
     x_val, y_val = val
     have_val = len(y_val) > 0
     exit_pos = list(cfg.exit_positions)
@@ -82,7 +115,8 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
         "model": cfg.to_dict(), "unit": "macs", "full_macs": full, "backbone_macs": backbone_macs(cfg),
         "cheapest_answer_macs": table.cheapest_answer(), "exit_positions": exit_pos,
         "exit_macs_full_path": table.exit_costs_full(), "test_examples": int(len(test[1])),
-        "val_examples": int(len(y_val)),
+        "val_examples": int(len(y_val)), "full_uj": extra["uj"].full_cost(),
+        "latency_table": latency_table, "full_ms": extra["ms"].full_cost() if "ms" in extra else None,
     }
     gated = cfg.gated
     modes = ["full", "learned"] if gated else ["full"]

@@ -27,6 +27,8 @@ class ExitOutputs:
       reached: whether the sample reached each exit (within its budget).
       labels: (N,) true labels.
       decisions: ``block{b}_decision`` one-hots (N, G+1) of a gated model, when recorded.
+      extra_costs: the same executed cost up to each exit in other units, {unit: (N, E)} (e.g. energy and
+        latency from ``ddi_tf.evaluate.exit_costs``); ``evaluate`` reports their means as ``mean_<unit>``.
     """
 
     probs_max: np.ndarray
@@ -35,6 +37,7 @@ class ExitOutputs:
     reached: np.ndarray
     labels: np.ndarray
     decisions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    extra_costs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def num_exits(self) -> int:
@@ -82,7 +85,10 @@ def evaluate(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float 
     correct = (outputs.pred[rows, safe] == outputs.labels) & answered
     cost = np.where(answered, outputs.cost[rows, safe], 0.0)
     hist = np.bincount(safe[answered], minlength=outputs.num_exits) / max(len(idx), 1)
+    extra = {f"mean_{unit}": float(np.where(answered, c[rows, safe], 0.0).mean()) if len(idx) else 0.0
+             for unit, c in outputs.extra_costs.items()}
     return {
+        **extra,
         "accuracy": float(correct.mean()) if len(idx) else 0.0,
         "mean_cost": float(cost.mean()) if len(idx) else 0.0,
         "max_cost": float(cost.max()) if len(idx) else 0.0,

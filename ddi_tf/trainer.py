@@ -491,6 +491,8 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     if model_cfg.num_classes != data.num_classes:
         raise ValueError(f"the model has {model_cfg.num_classes} classes but the data set has {data.num_classes}")
     check_or_write_config(workdir, model_cfg, cfg)
+    if cfg.latency_table:  # a table that does not fit this architecture fails now, not after training
+        cost_table(build_pieces(model_cfg), "latency", latency_path=cfg.latency_table)
     keras.utils.set_random_seed(cfg.seed)
     (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(data, cfg.val_size, cfg.seed)
     mean, std = cfg.normalization
@@ -503,7 +505,7 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
         x_te, y_te = x_te[: cfg.eval_limit], y_te[: cfg.eval_limit]
     logging.info("evaluating on %d test images (%d validation images for calibration)", len(y_te), len(y_val))
     report = evaluate_model(model_cfg, trainer.model, (x_val, y_val), (x_te, y_te), mean, std, cfg.budget_fractions,
-                            cfg.target_fractions, cfg.eval_batch_size)
+                            cfg.target_fractions, cfg.eval_batch_size, latency_table=cfg.latency_table)
     report["class_names"] = list(data.class_names)
     report["train_steps"] = int(trainer.step.numpy())
     write_json_atomic(os.path.join(workdir, "report.json"), report)

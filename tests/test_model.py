@@ -320,3 +320,28 @@ def test_energy_budget_is_enforced_like_a_mac_budget():
     assert all((outputs.cost[outputs.reached[:, j], j] <= budgets[outputs.reached[:, j]]).all()
                for j in range(outputs.num_exits))
     assert outputs.reached[-1, -1]  # the full budget reaches the final exit
+
+
+def test_exit_costs_from_the_recorded_decisions_equal_the_models_own(budget_model):
+    from ddi_tf.evaluate import exit_costs
+
+    bm, table, fn = budget_model
+    budgets = np.linspace(table.cheapest_answer(), table.full_cost(), 8)
+    x = _x(8, 3)
+    out = {k: v.numpy() for k, v in fn(x, tf.constant(budgets, tf.float64)).items()}
+    outputs = policies.ExitOutputs.from_model_outputs(out, np.zeros(8, int))
+    assert 0 < outputs.reached.sum() < outputs.reached.size  # some samples halted early
+    got = exit_costs(table, outputs.decisions, 8)
+    np.testing.assert_allclose(got[outputs.reached], outputs.cost[outputs.reached])
+    # another unit: an energy-accounting model with the same weights and no budget takes the same decisions
+    cfg = dataclasses.replace(TINY, groups=4)
+    energy = cost_table(build_pieces(cfg), "energy")
+    em = build_model(cfg, energy, budget_input=True)
+    copy_weights(bm, em)
+    inf = tf.constant([np.inf] * 8, tf.float64)
+    free = policies.ExitOutputs.from_model_outputs({k: v.numpy() for k, v in fn(x, inf).items()}, np.zeros(8, int))
+    e_out = policies.ExitOutputs.from_model_outputs(
+        {k: v.numpy() for k, v in em({"image": x, "budget": inf}, training=False).items()}, np.zeros(8, int))
+    np.testing.assert_allclose(exit_costs(energy, free.decisions, 8), e_out.cost, rtol=1e-9)
+    free.extra_costs = {"uj": e_out.cost}
+    assert policies.evaluate(free)["mean_uj"] == pytest.approx(e_out.cost[:, -1].mean())

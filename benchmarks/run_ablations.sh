@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 7's ablations with the CPU recipe of configs/cifar_cpu.flags (ResNet-20, 6 exits, 7,000 steps):
+#   cost the gates are trained against: MACs / energy (the documented energy model) / latency (the per-piece
+#     table measured on this CPU by `python -m ddi_runtime profile`, docs/results/latency_cifar_cpu_builtin.json);
+#   gate kind: ff / rnn (shared LSTM, SkipNet's recurrent gate);
+#   channel groups: G = 1 (layer-only baseline, benchmarks/run_baselines.sh) / 2 / 4.
+# The cost and gate-kind variants share one stage-1 backbone (stage 1 trains backbone and exits with the gates
+# forced; it does not depend on the cost or the gate kind): the stage-1 run is copied and each copy resumes
+# into its own stages 2-3 (the rnn gates start from it with --init_from). G = 2 is a separate backbone.
+# A run that already has its report.json is not rerun. Then one plot and one table.
+#   bash benchmarks/run_ablations.sh [runs_dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs}
+FLAGS=configs/cifar_cpu.flags
+LATENCY=docs/results/latency_cifar_cpu_builtin.json
+done_() { [ -f "$1/report.json" ]; }
+
+done_ "$RUNS/abl_stage1" || python -m ddi_tf.train --flagfile=$FLAGS --stage2_steps=0 --stage3_steps=0 \
+    --workdir="$RUNS/abl_stage1"
+for cost in latency energy macs; do
+  branch="$RUNS/abl_$cost"
+  done_ "$branch" && continue
+  [ -d "$branch" ] || cp -r "$RUNS/abl_stage1" "$branch"
+  python -m ddi_tf.train --flagfile=$FLAGS --cost=$cost --latency_table=$LATENCY --workdir="$branch"
+done
+done_ "$RUNS/abl_g2" || python -m ddi_tf.train --flagfile=$FLAGS --groups=2 --workdir="$RUNS/abl_g2"
+done_ "$RUNS/abl_rnn" || python -m ddi_tf.train --flagfile=$FLAGS --gate_type=rnn --init_from="$RUNS/abl_stage1" \
+    --stage1_steps=0 --workdir="$RUNS/abl_rnn"
+reports="G4 ff MACs-trained=$RUNS/abl_macs/report.json,G4 ff energy-trained=$RUNS/abl_energy/report.json"
+reports="$reports,G4 ff latency-trained=$RUNS/abl_latency/report.json,G2 ff MACs-trained=$RUNS/abl_g2/report.json"
+reports="$reports,G4 rnn MACs-trained=$RUNS/abl_rnn/report.json,G1 layer-only=$RUNS/cifar_cpu_layer/report.json"
+python -m ddi_tf.compare --reports="$reports" --out=docs/results/ablations_cpu
