@@ -18,7 +18,7 @@ done_() { [ -f "$1/report.json" ]; }
 
 done_ "$RUNS/abl_stage1" || python -m ddi_tf.train --flagfile=$FLAGS --stage2_steps=0 --stage3_steps=0 \
     --workdir="$RUNS/abl_stage1"
-for cost in latency energy macs; do
+for cost in latency macs energy; do
   branch="$RUNS/abl_$cost"
   done_ "$branch" && continue
   [ -d "$branch" ] || cp -r "$RUNS/abl_stage1" "$branch"
