@@ -231,8 +231,8 @@ class Scheduler:
         clock = time.perf_counter
         t0 = clock()
         invoke_s = 0.0
-        x = (image_uint8.astype(np.int16) - 128).astype(np.int8)[None]
-        spent, macs, option, j, pred, exit_j, halted = 0.0, 0.0, None, 0, -1, -1, False
+        x = (image_uint8 ^ np.uint8(128)).view(np.int8)[None]  # uint8 - 128 as int8: flip the top bit
+        spent, macs, option, j, exit_j, halted = 0.0, 0.0, None, 0, -1, False
         decisions, exit_logits = [], []
         for (kind_p, _name, first, opts), c, reserve in zip(self._steps, costs, reserves, strict=True):
             if kind_p == "block":
@@ -272,13 +272,14 @@ class Scheduler:
             elif kind_p == "exit":
                 logits = y[0]
                 exit_logits.append(logits)
-                exit_j, pred = j, first_argmax(logits)
+                exit_j = j
                 if th[j] <= 1.0 and self._confidence(first, logits) >= th[j]:
                     break  # (a confidence is at most 1: a threshold above it never stops, skip the softmax)
                 j += 1
             else:
                 x = y
         self._invoke_s = invoke_s
+        pred = first_argmax(exit_logits[-1]) if exit_logits else -1
         return Result(pred, exit_j, spent, macs, decisions, 1e3 * (clock() - t0), 1e3 * invoke_s,
                       exit_logits, halted)
 
