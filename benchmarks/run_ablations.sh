@@ -31,3 +31,14 @@ reports="G4 ff MACs-trained=$RUNS/abl_macs/report.json,G4 ff energy-trained=$RUN
 reports="$reports,G4 ff latency-trained=$RUNS/abl_latency/report.json,G2 ff MACs-trained=$RUNS/abl_g2/report.json"
 reports="$reports,G4 rnn MACs-trained=$RUNS/abl_rnn/report.json,G1 layer-only=$RUNS/cifar_cpu_layer/report.json"
 python -m ddi_tf.compare --reports="$reports" --out=docs/results/ablations_cpu
+# int8 (PTQ) and measured batch-1 latency of the cost-targeted branches, each side by side with the static int8
+# backbone in one run (builtin kernels, 1 thread); outputs already present are not redone.
+[ -f "$RUNS/test.npz" ] || python -m ddi_tf.data --data_dir=../shared/data/cifar10-jpeg.tar.gz \
+    --write_test_npz="$RUNS/test.npz"
+for cost in latency macs energy; do
+  [ -f "exports/abl_$cost/manifest.json" ] || python -m ddi_tf.export --workdir="$RUNS/abl_$cost" \
+      --out="exports/abl_$cost" --json="docs/results/export_abl_$cost.json"
+  [ -f "docs/results/latency_abl_$cost.json" ] || python benchmarks/runtime_latency.py --ddi="exports/abl_$cost" \
+      --static=exports/cifar_cpu_static --data="$RUNS/test.npz" --limit=500 --threads=1 --rounds=2 --delegate=none \
+      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --out="docs/results/latency_abl_$cost"
+done
