@@ -130,7 +130,7 @@ def plot_pareto(reports: dict[str, dict], int8: dict[str, dict], path: str) -> N
         front = pareto(operating_points(rep))
         ax.plot([m / 1e6 for m, _ in front], [100 * a for _, a in front], "o-", color=color, label=f"{label} (float)")
         if label in int8:
-            rows = [r for r in int8[label]["rows"] if r["config"] != "static"]
+            rows = [r for r in int8[label]["rows"] if r["config"].startswith("ddi@")]
             ax.plot([r["mean_macs"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], "x--", color=color,
                     label=f"{label} (int8, budget only)")
     ax.set_xlabel("mean MACs per image (millions)")

@@ -47,6 +47,27 @@ def test_no_random_budget_is_ever_exceeded(exported, sched, frac, idx, kind, thr
     assert r.pred >= 0 and r.exit >= 0
 
 
+@settings(max_examples=40, deadline=None)
+@given(frac=st.floats(0.0, 1.2), idx=st.integers(0, 127), kind=st.sampled_from(["macs", "uj"]))
+def test_skipping_unneeded_exits_keeps_the_answer_and_the_budget(exported, sched, frac, idx, kind):
+    data = exported[3]
+    lo = sched.cheapest_answer(kind)
+    hi = sum(max(c) for c in sched.costs(kind)[0])
+    budget = max(lo + frac * (hi - lo), lo * (1 + 1e-12))
+    plan = sched.costs(kind)
+    every = sched.run(data.x_test[idx], budget, kind, None, plan)
+    lazy = sched.run(data.x_test[idx], budget, kind, None, plan, skip_unneeded_exits=True)
+    assert lazy.cost <= budget and every.cost <= budget
+    assert lazy.exit >= 0  # (with a binding budget the saved cost may let later blocks run wider)
+    if lazy.decisions == every.decisions:
+        assert (lazy.pred, lazy.exit) == (every.pred, every.exit)
+        assert lazy.cost <= every.cost
+    if frac >= 1.0:  # everything affordable: the same path, and only the last exit runs
+        assert lazy.decisions == every.decisions
+        assert len(lazy.exit_logits) == 1 and lazy.exit == sched.num_exits - 1
+        assert lazy.cost < every.cost
+
+
 def test_budget_below_the_cheapest_exit_is_refused_before_running(exported, sched):
     with pytest.raises(BudgetError, match="cheapest"):
         sched.check_budget("macs", sched.cheapest_answer("macs") * 0.5)

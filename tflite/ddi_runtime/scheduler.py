@@ -168,6 +168,8 @@ class Scheduler:
                         tuple((bool(o["identity"]), interps.get((p["name"], o["name"])), float(o["macs"]))
                               for o in p["options"]))
                        for p in self.manifest["pieces"]]
+        self._no_ahead = [math.nan] * len(self._steps)
+        self._ahead_for, self._ahead = None, self._no_ahead
 
     # --- costs -------------------------------------------------------------------------------------------------
     def costs(self, kind: str) -> tuple[list[list[float]], list[float]]:
@@ -216,17 +218,44 @@ class Scheduler:
         e = np.exp(z - z.max())
         return float(e.max() / e.sum())
 
+    @staticmethod
+    def exit_reserves(costs: list[list[float]], kinds: list[str]) -> list[float]:
+        """For each exit piece, the cheapest cost from just after it up to and including the next exit (inf for
+        the last exit); 0 for other pieces."""
+        out, from_next = [0.0] * len(costs), math.inf
+        for i in range(len(costs) - 1, -1, -1):
+            if kinds[i] == "exit":
+                out[i] = from_next
+                from_next = min(costs[i])
+            else:
+                from_next += min(costs[i])
+        return out
+
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
-            thresholds: list[float] | float | None = None, plan: tuple | None = None) -> Result:
+            thresholds: list[float] | float | None = None, plan: tuple | None = None,
+            skip_unneeded_exits: bool = False) -> Result:
         """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units).
 
         ``plan`` is ``self.costs(kind)``, passed in to avoid recomputing it per sample.
+        ``skip_unneeded_exits``: do not run an exit whose answer cannot be the final one, i.e. no threshold can
+        stop there and the remaining budget already guarantees the next exit (the reservation rule then keeps
+        it reachable). With a budget that does not bind, the same answer for less work; with a binding one the
+        saved cost may let later blocks run wider. Off by default, so that decisions and costs match the Keras
+        policy and the C core exactly, exit by exit.
         """
         image_uint8 = np.asarray(image_uint8)
         if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
             raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
+        if skip_unneeded_exits:
+            if self._ahead_for is not costs:  # (holding the plan's list: its identity cannot be reused)
+                self._ahead_for = costs
+                self._ahead = [math.nan if a == math.inf else a
+                               for a in self.exit_reserves(costs, [st[0] for st in self._steps])]
+            ahead_list = self._ahead
+        else:
+            ahead_list = self._no_ahead
         th = [math.inf] * n_exits if thresholds is None else list(np.broadcast_to(thresholds, (n_exits,)))
         clock = time.perf_counter
         t0 = clock()
@@ -234,7 +263,8 @@ class Scheduler:
         x = (image_uint8 ^ np.uint8(128)).view(np.int8)[None]  # uint8 - 128 as int8: flip the top bit
         spent, macs, option, j, exit_j, halted = 0.0, 0.0, None, 0, -1, False
         decisions, exit_logits = [], []
-        for (kind_p, _name, first, opts), c, reserve in zip(self._steps, costs, reserves, strict=True):
+        for (kind_p, _name, first, opts), c, reserve, ahead in zip(self._steps, costs, reserves, ahead_list,
+                                                                    strict=True):
             if kind_p == "block":
                 k = len(c) - 1 if option is None else option
                 while k > 0 and spent + c[k] + reserve > budget:
@@ -259,6 +289,9 @@ class Scheduler:
             if spent + c[0] + reserve > budget:
                 halted = True
                 break
+            if kind_p == "exit" and th[j] > 1.0 and spent + ahead <= budget:  # (ahead: nan unless skipping)
+                j += 1  # its answer would be superseded: the next exit is already affordable
+                continue
             interp, i, o = opts[0][1]
             ti = clock()
             interp.set_tensor(i, x)
