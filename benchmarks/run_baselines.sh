@@ -7,11 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
-LAT=docs/results  # per-piece latency tables of each export (a mean-latency estimate in every report row)
-python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --gate_type=none --workdir="$RUNS/cifar_cpu_exits" \
-    --latency_table=$LAT/latency_cifar_cpu_exits_builtin.json
+python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --gate_type=none --workdir="$RUNS/cifar_cpu_exits"
 python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --groups=1 --random_width_prob=0 \
-    --workdir="$RUNS/cifar_cpu_layer" --latency_table=$LAT/latency_cifar_cpu_layer_builtin.json
+    --workdir="$RUNS/cifar_cpu_layer"
 python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
 exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json" \
     --out=docs/results/baselines_cpu

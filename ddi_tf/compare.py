@@ -62,9 +62,14 @@ full path (every piece at its widest) in energy and latency."""
 UNIT_NAMES = {"macs": "MACs", "uj": "energy (uJ, int8 energy model)", "ms": "latency (ms, measured per-piece table)"}
 
 
-def operating_points(rep: dict, unit: str = "macs") -> list[tuple[float, float, str]]:
+def operating_points(rep: dict, unit: str = "macs", latency_sha256: str | None = None
+                     ) -> list[tuple[float, float, str]]:
     """Every evaluated (mean cost, accuracy, policy) of a report in ``unit`` (``macs``, ``uj`` or ``ms``): all
-    exits, anytime, thresholds, DDI. Rows without that unit (older reports, no latency table) are left out."""
+    exits, anytime, thresholds, DDI. Rows without that unit (older reports, no latency table) are left out, and
+    so are latencies from a table other than ``latency_sha256`` when given (estimates from different tables,
+    measured at different times, do not compare)."""
+    if unit == "ms" and latency_sha256 is not None and rep.get("latency_table_sha256") != latency_sha256:
+        return []
     points = []
     for key in ("exits_all_full", "exits_learned_gates", "anytime", "threshold", "ddi", "ddi_pareto"):
         for r in rep.get(key, []):
@@ -91,7 +96,10 @@ def envelope_table(reports: dict[str, dict], fractions=ENVELOPE_FRACTIONS, unit:
     lines = [f"Best accuracy (%) at mean {UNIT_NAMES[unit]} <= fraction x {what} (any evaluated policy; "
              "- : none that cheap; n/a: not measured in this unit).", "",
              f"| mean {unit} <= | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    points = {label: operating_points(rep, unit) for label, rep in reports.items()}
+    sha = first.get("latency_table_sha256") if unit == "ms" else None
+    if unit == "ms":
+        lines[0] += f" Latencies only from the latency table of {first_label} ({first.get('latency_table')})."
+    points = {label: operating_points(rep, unit, sha) for label, rep in reports.items()}
     for f in fractions:
         cells = []
         for label in labels:
@@ -102,8 +110,9 @@ def envelope_table(reports: dict[str, dict], fractions=ENVELOPE_FRACTIONS, unit:
 
 
 def units_present(reports: dict[str, dict]) -> list[str]:
-    """The cost units some report has operating points in, MACs first."""
-    return [u for u in UNIT_NAMES if any(operating_points(rep, u) for rep in reports.values())]
+    """The cost units the first report has operating points in, MACs first (latency needs its table's hash)."""
+    first = next(iter(reports.values()))
+    return [u for u in UNIT_NAMES if operating_points(first, u, first.get("latency_table_sha256") or "")]
 
 
 def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
@@ -154,8 +163,9 @@ def plot_fronts(reports: dict[str, dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(units), figsize=(5.5 * len(units), 4.5), squeeze=False)
     for ax, unit in zip(axes[0], units, strict=True):
         scale = 1e-6 if unit == "macs" else 1.0
+        sha = next(iter(reports.values())).get("latency_table_sha256")
         for i, (label, rep) in enumerate(reports.items()):
-            front = pareto(operating_points(rep, unit))
+            front = pareto(operating_points(rep, unit, sha))
             if front:
                 ax.plot([c * scale for c, _ in front], [100 * a for _, a in front], "o-", ms=3, color=f"C{i}",
                         label=label)

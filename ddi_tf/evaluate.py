@@ -116,7 +116,8 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
         "cheapest_answer_macs": table.cheapest_answer(), "exit_positions": exit_pos,
         "exit_macs_full_path": table.exit_costs_full(), "test_examples": int(len(test[1])),
         "val_examples": int(len(y_val)), "full_uj": extra["uj"].full_cost(),
-        "latency_table": latency_table, "full_ms": extra["ms"].full_cost() if "ms" in extra else None,
+        "latency_table": latency_table, "latency_table_sha256": _sha256(latency_table) if latency_table else None,
+        "full_ms": extra["ms"].full_cost() if "ms" in extra else None,
     }
     gated = cfg.gated
     modes = ["full", "learned"] if gated else ["full"]
@@ -164,6 +165,13 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
     else:
         logging.warning("no validation split: threshold calibration and the DDI policy sweep are skipped")
     return report
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def pareto(rows: list[dict]) -> list[dict]:

@@ -37,3 +37,12 @@ def test_envelope_in_energy_and_latency_uses_the_full_path_and_says_what_is_miss
     text = markdown(reports)
     assert "mean energy" in text and "mean latency" not in text
     assert "| a | anytime budget (gates full) | budget 0.25 | 50.00 | 0.00 (0.25x) | 0.00 | 0 | 3 | - |" in text
+
+
+def test_latencies_compare_only_under_one_latency_table():
+    a, b, c = (_report(100.0, [(50.0, 0.7), (100.0, 0.9)]) for _ in range(3))
+    for rep, sha in ((a, "t1"), (b, "t1"), (c, "t2")):
+        rep.update(full_ms=2.0, latency_table="lat.json", latency_table_sha256=sha)
+        rep["anytime"][0]["mean_ms"], rep["anytime"][1]["mean_ms"] = 1.0, 2.0
+    table = envelope_table({"a": a, "b": b, "c": c}, fractions=(0.5,), unit="ms").splitlines()
+    assert table[-1] == "| 0.50 (1) | 70.00 | 70.00 | n/a |"

@@ -317,26 +317,30 @@ class Scheduler:
                       exit_logits, halted)
 
     def profile(self, repeats: int = 50, seed: int = 0) -> dict:
-        """Median latency (ms) of every piece option on this device, batch 1, random int8 inputs."""
+        """Median latency (ms) of every piece option on this device, batch 1, random int8 inputs.
+
+        Round robin: each repeat times every piece option once, so that a machine whose speed drifts (frequency
+        scaling, other tenants) shifts all pieces alike and the table's ratios hold; 3 warm-up rounds first.
+        """
         rng = np.random.default_rng(seed)
-        pieces = {}
+        jobs = []
         for p in self.manifest["pieces"]:
-            entry = {}
             for o in p["options"]:
                 if o["identity"]:
-                    entry[o["name"]] = 0.0
                     continue
                 interp, i, out = self.interps[(p["name"], o["name"])]
-                shape = interp.get_input_details()[0]["shape"]
-                x = rng.integers(-128, 128, size=shape, dtype=np.int8)
-                times = []
-                for _ in range(repeats + 3):
-                    t0 = time.perf_counter()
-                    interp.set_tensor(i, x)
-                    interp.invoke()
-                    interp.get_tensor(out)
+                x = rng.integers(-128, 128, size=interp.get_input_details()[0]["shape"], dtype=np.int8)
+                jobs.append(((p["name"], o["name"]), interp, i, out, x, []))
+        for r in range(repeats + 3):
+            for _, interp, i, out, x, times in jobs:
+                t0 = time.perf_counter()
+                interp.set_tensor(i, x)
+                interp.invoke()
+                interp.get_tensor(out)
+                if r >= 3:
                     times.append(time.perf_counter() - t0)
-                entry[o["name"]] = float(1e3 * np.median(times[3:]))
-            pieces[p["name"]] = entry
+        measured = {key: float(1e3 * np.median(times)) for key, *_, times in jobs}
+        pieces = {p["name"]: {o["name"]: 0.0 if o["identity"] else measured[(p["name"], o["name"])]
+                              for o in p["options"]} for p in self.manifest["pieces"]}
         return {"unit": "ms", "interpreter": self.backend, "delegate": self.delegate, "repeats": repeats,
                 "pieces": pieces}
