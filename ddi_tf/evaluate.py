@@ -116,7 +116,7 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
         "cheapest_answer_macs": table.cheapest_answer(), "exit_positions": exit_pos,
         "exit_macs_full_path": table.exit_costs_full(), "test_examples": int(len(test[1])),
         "val_examples": int(len(y_val)), "full_uj": extra["uj"].full_cost(),
-        "latency_table": latency_table, "latency_table_sha256": _sha256(latency_table) if latency_table else None,
+        "latency_table": latency_table, "latency_table_sha256": file_sha256(latency_table) if latency_table else None,
         "full_ms": extra["ms"].full_cost() if "ms" in extra else None,
     }
     gated = cfg.gated
@@ -167,11 +167,15 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
     return report
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     import hashlib
 
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def pareto(rows: list[dict]) -> list[dict]:

@@ -26,7 +26,6 @@ TensorFlow; see ``MANIFEST_VERSION``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from ddi_tf.arch import Piece, build_pieces, full_macs
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.data import normalize
+from ddi_tf.evaluate import file_sha256
 from ddi_tf.model import BN_EPSILON, set_gate_mode
 
 MANIFEST_VERSION = 1
@@ -385,14 +385,6 @@ def tensor_report(content: bytes) -> dict:
     return {"float_tensors": floats, "ops": ops, "bias_scale_problems": bias_problems, **io}
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
     """The model config, the training config dict and the float model restored from ``workdir``."""
     try:
@@ -481,7 +473,7 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
                      "identity": pm.model is None, "input_edge": pm.in_edge, "output_edge": pm.out_edge}
             if pm.model is not None:
                 path = os.path.join(root, "stages", key + ".tflite")
-                entry.update({"signature": key, "file": f"stages/{key}.tflite", "sha256": _sha256(path),
+                entry.update({"signature": key, "file": f"stages/{key}.tflite", "sha256": file_sha256(path),
                               "bytes": os.path.getsize(path), "input": reports[key]["input"],
                               "output": reports[key]["output"], "ops": reports[key]["ops"],
                               "float_tensors": reports[key]["float_tensors"],
@@ -503,7 +495,7 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
         "cheapest_answer_macs": macs.cheapest_answer(), "exit_positions": list(cfg.exit_positions),
         "reserves_macs": macs.reserves(), "reserves_energy_uj": energy.reserves(),
         "thresholds": thresholds or {}, "pieces": entries,
-        "multi_signature": {"file": "ddi.tflite", "sha256": _sha256(os.path.join(root, "ddi.tflite"))},
+        "multi_signature": {"file": "ddi.tflite", "sha256": file_sha256(os.path.join(root, "ddi.tflite"))},
     }
 
 

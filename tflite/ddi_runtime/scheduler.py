@@ -218,19 +218,6 @@ class Scheduler:
         e = np.exp(z - z.max())
         return float(e.max() / e.sum())
 
-    @staticmethod
-    def exit_reserves(costs: list[list[float]], kinds: list[str]) -> list[float]:
-        """For each exit piece, the cheapest cost from just after it up to and including the next exit (inf for
-        the last exit); 0 for other pieces."""
-        out, from_next = [0.0] * len(costs), math.inf
-        for i in range(len(costs) - 1, -1, -1):
-            if kinds[i] == "exit":
-                out[i] = from_next
-                from_next = min(costs[i])
-            else:
-                from_next += min(costs[i])
-        return out
-
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
             thresholds: list[float] | float | None = None, plan: tuple | None = None,
             skip_unneeded_exits: bool = False) -> Result:
@@ -250,9 +237,12 @@ class Scheduler:
         n_exits = self.num_exits
         if skip_unneeded_exits:
             if self._ahead_for is not costs:  # (holding the plan's list: its identity cannot be reused)
+                # an exit's "ahead": the cheapest way from after it to the next exit, i.e. the next piece's
+                # cheapest option plus that piece's reserve (nan for the last exit: it is never skipped)
                 self._ahead_for = costs
-                self._ahead = [math.nan if a == math.inf else a
-                               for a in self.exit_reserves(costs, [st[0] for st in self._steps])]
+                n = len(costs)
+                self._ahead = [min(costs[i + 1]) + reserves[i + 1] if st[0] == "exit" and i + 1 < n else math.nan
+                               for i, st in enumerate(self._steps)]
             ahead_list = self._ahead
         else:
             ahead_list = self._no_ahead
