@@ -40,5 +40,5 @@ for cost in latency macs energy; do
       --out="exports/abl_$cost" --json="docs/results/export_abl_$cost.json"
   [ -f "docs/results/latency_abl_$cost.json" ] || python benchmarks/runtime_latency.py --ddi="exports/abl_$cost" \
       --static=exports/cifar_cpu_static --data="$RUNS/test.npz" --limit=500 --threads=1 --rounds=2 --delegate=none \
-      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --skip_unneeded_exits --out="docs/results/latency_abl_$cost"
+      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --defer_exits --out="docs/results/latency_abl_$cost"
 done

@@ -9,5 +9,5 @@ RUNS=${1:-runs}
 for run in cifar_cpu_qatm cifar_cpu_exits cifar_cpu_layer; do
   python benchmarks/runtime_latency.py --ddi="exports/$run" --static=exports/cifar_cpu_static \
       --data="$RUNS/test.npz" --limit=500 --threads=1 --rounds=2 --delegate=none \
-      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --skip_unneeded_exits --out="docs/results/latency_$run"
+      --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --defer_exits --out="docs/results/latency_$run"
 done

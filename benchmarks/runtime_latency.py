@@ -41,8 +41,8 @@ def main() -> None:
     ap.add_argument("--budget_fractions", default="0.2,0.3,0.4,0.5,0.6,0.8,1.0",
                     help="budgets as fractions of the static backbone's MACs")
     ap.add_argument("--threshold", type=float, default=None, help="early-exit confidence threshold (default: none)")
-    ap.add_argument("--skip_unneeded_exits", action="store_true",
-                    help="also run every budget with exits the budget already supersedes skipped (configs lazy@f)")
+    ap.add_argument("--defer_exits", action="store_true",
+                    help="also run every budget with exits deferred (ddi_runtime --defer_exits; configs defer@f)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", required=True, help="output prefix (.json and .png)")
     args = ap.parse_args()
@@ -54,8 +54,8 @@ def main() -> None:
     sched = Scheduler(args.ddi, args.interpreter, args.threads, args.delegate)
     fractions = [float(v) for v in args.budget_fractions.split(",")]
     configs = ["static"] + [f"ddi@{f:g}" for f in fractions]
-    if args.skip_unneeded_exits:
-        configs += [f"lazy@{f:g}" for f in fractions]
+    if args.defer_exits:
+        configs += [f"defer@{f:g}" for f in fractions]
     plan = sched.costs("macs")
     budgets = {c: float(c.split("@")[1]) * static_macs for c in configs if c != "static"}
     configs = [c for c in configs if c == "static" or budgets[c] >= sched.cheapest_answer("macs")]
@@ -67,7 +67,7 @@ def main() -> None:
             k = (n + r) % len(configs)
             for c in configs[k:] + configs[:k]:
                 runs[c].append(static.run(img) if c == "static" else
-                               sched.run(img, budgets[c], "macs", args.threshold, plan, c.startswith("lazy@")))
+                               sched.run(img, budgets[c], "macs", args.threshold, plan, c.startswith("defer@")))
     lat: dict[str, list[np.ndarray]] = {c: [np.array([q.latency_ms for q in runs[c]])] for c in configs}
     res: dict[str, dict] = {}
     for c in configs:
@@ -106,12 +106,12 @@ def main() -> None:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
     d = [r for r in rows if r["config"].startswith("ddi@")]
-    lazy = [r for r in rows if r["config"].startswith("lazy@")]
+    deferred = [r for r in rows if r["config"].startswith("defer@")]
     s = next(r for r in rows if r["config"] == "static")
     a1.plot([r["mean_macs"] / 1e6 for r in d], [r["mean_latency_ms"] for r in d], "o-", label="DDI pieces")
-    if lazy:
-        a1.plot([r["mean_macs"] / 1e6 for r in lazy], [r["mean_latency_ms"] for r in lazy], "^-",
-                label="DDI pieces, unneeded exits skipped")
+    if deferred:
+        a1.plot([r["mean_macs"] / 1e6 for r in deferred], [r["mean_latency_ms"] for r in deferred], "^-",
+                label="DDI pieces, exits deferred")
     a1.plot([s["mean_macs"] / 1e6], [s["mean_latency_ms"]], "s", label="static int8 backbone")
     a1.plot([0, s["mean_macs"] / 1e6], [0, s["mean_latency_ms"]], ":", color="gray",
             label="latency proportional to MACs")
@@ -120,9 +120,9 @@ def main() -> None:
     a1.legend(fontsize=8)
     a1.grid(alpha=0.3)
     a2.plot([r["mean_macs"] / 1e6 for r in d], [100 * r["accuracy"] for r in d], "o-", label="DDI pieces (budgets)")
-    if lazy:
-        a2.plot([r["mean_macs"] / 1e6 for r in lazy], [100 * r["accuracy"] for r in lazy], "^-",
-                label="unneeded exits skipped")
+    if deferred:
+        a2.plot([r["mean_macs"] / 1e6 for r in deferred], [100 * r["accuracy"] for r in deferred], "^-",
+                label="exits deferred")
     a2.plot([s["mean_macs"] / 1e6], [100 * s["accuracy"]], "s", label="static int8 backbone")
     a2.set_xlabel("mean MACs (millions)")
     a2.set_ylabel("accuracy (%)")

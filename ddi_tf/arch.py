@@ -106,7 +106,7 @@ def _pool(name: str, hw_in: int, hw_out: int, c: int) -> LayerCost:
 
 
 def _gate_layers(cfg: ModelConfig, b: int, hw: int, c: int) -> tuple[LayerCost, ...]:
-    n_opt = cfg.groups + 1
+    n_opt = cfg.block_groups(b) + 1
     pool = _pool(f"gate{b}_pool", hw, 1, c)
     if cfg.gate_type == "ff":
         return (pool, _dense(f"gate{b}_fc1", c, cfg.gate_hidden), _dense(f"gate{b}_fc2", cfg.gate_hidden, n_opt))
@@ -140,7 +140,7 @@ def build_pieces(cfg: ModelConfig) -> list[Piece]:
 def _add_gate(pieces: list[Piece], cfg: ModelConfig, b: int, hw: int, c: int) -> None:
     if cfg.gated:
         pieces.append(Piece(f"gate{b}", "gate", (Option("run", _gate_layers(cfg, b, hw, c)),), b,
-                            (hw, hw, c), (1, 1, cfg.groups + 1)))
+                            (hw, hw, c), (1, 1, cfg.block_groups(b) + 1)))
 
 
 def _add_exit(pieces: list[Piece], cfg: ModelConfig, j: int, hw: int, c: int, final: bool, preact: bool) -> None:
@@ -163,8 +163,9 @@ def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
             options = []
             if cfg.gated:
                 options.append(Option("skip", shortcut))
-            for k in range(1, cfg.groups + 1) if cfg.gated else (cfg.groups,):
-                c = width * k // cfg.groups
+            ng = cfg.block_groups(b) if cfg.gated else 1
+            for k in range(1, ng + 1) if cfg.gated else (1,):
+                c = width * k // ng
                 options.append(Option(
                     f"w{k}" if cfg.gated else "full",
                     (_conv(f"block{b}_conv1", hw_out, 3, cin, c, hw),
@@ -193,8 +194,9 @@ def _densenet_pieces(cfg: ModelConfig) -> list[Piece]:
             options = []
             if cfg.gated:
                 options.append(Option("skip", (_eltwise(f"block{b}_zeros", hw * hw * g, inputs=0), concat)))
-            for k in range(1, cfg.groups + 1) if cfg.gated else (cfg.groups,):
-                w = bottleneck * k // cfg.groups
+            ng = cfg.block_groups(b) if cfg.gated else 1
+            for k in range(1, ng + 1) if cfg.gated else (1,):
+                w = bottleneck * k // ng
                 options.append(Option(
                     f"w{k}" if cfg.gated else "full",
                     (_eltwise(f"block{b}_bn1_relu", hw * hw * c), _conv(f"block{b}_conv1", hw, 1, c, w, hw),

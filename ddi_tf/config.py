@@ -31,6 +31,10 @@ class ModelConfig:
       num_classes: number of classes.
       groups: G, the number of channel groups of a gated block; the options are skip, then the first
         k of G groups for k = 1..G. G = 1 is plain layer skipping.
+      min_group_channels: when > 0, a block whose gated inner width w would have groups narrower than this
+        gets fewer, wider groups: G_b = max(1, min(G, w // min_group_channels)) (ResNet-20 with G = 4 and
+        16: one group (skip or full) in stage 1, two in stage 2, four in stage 3). LiteRT's int8 CPU kernels
+        compute output channels in tiles of 16, so narrower options save MACs but no time; 0 keeps G everywhere.
       gate_type: ``ff`` (pooled features -> dense -> ReLU -> dense), ``rnn`` (one LSTM shared by all
         gates) or ``none`` (the static backbone: no gates, every block always runs in full).
       gate_hidden: hidden units of the ff gate, or the LSTM state size of the rnn gate.
@@ -50,6 +54,7 @@ class ModelConfig:
     depth: int = 20
     num_classes: int = 10
     groups: int = 4
+    min_group_channels: int = 0
     gate_type: str = "ff"
     gate_hidden: int = 16
     gate_proj: int = 16
@@ -88,9 +93,25 @@ class ModelConfig:
         """Block counts after which an exit sits, the final exit included."""
         return (*self.exits, self.num_blocks)
 
-    def option_names(self) -> list[str]:
-        """Names of a gated block's options, cheapest first: skip, w1..wG (wG is the full block)."""
-        return ["skip"] + [f"w{k}" for k in range(1, self.groups + 1)]
+    def block_width(self, b: int) -> int:
+        """The gated inner width of block b (what its channel groups split)."""
+        if self.backbone == "resnet":
+            return (16, 32, 64)[b // self.blocks_per_stage]
+        return 4 * self.growth_rate
+
+    def width_groups(self, width: int) -> int:
+        """Channel groups of a gated inner width: G, or fewer when ``min_group_channels`` asks for wider groups."""
+        if self.min_group_channels <= 0:
+            return self.groups
+        return max(1, min(self.groups, width // self.min_group_channels))
+
+    def block_groups(self, b: int) -> int:
+        """G_b, the channel groups of block b (its options are skip and w1..w{G_b})."""
+        return self.width_groups(self.block_width(b))
+
+    def option_names(self, b: int = 0) -> list[str]:
+        """Names of block b's options, cheapest first: skip, w1..w{G_b} (the last is the full block)."""
+        return ["skip"] + [f"w{k}" for k in range(1, self.block_groups(b) + 1)]
 
     def validate(self) -> None:
         """Raises ConfigError with a message listing what is valid."""
@@ -120,7 +141,18 @@ class ModelConfig:
             raise ConfigError("gate_hidden, gate_proj and exit_width must be >= 1")
         if self.growth_rate < 1 or not 0 < self.compression <= 1:
             raise ConfigError("growth_rate must be >= 1 and compression in (0, 1]")
+        if self.gate_type == "rnn" and len({self.width_groups(w) for w in self.gated_widths()}) > 1:
+            raise ConfigError("rnn gates share one output layer, so every block needs the same number of options; "
+                              "use ff gates with min_group_channels, or min_group_channels=0")
+        if self.min_group_channels < 0:
+            raise ConfigError(
+                f"min_group_channels must be >= 0 (0: G groups everywhere), got {self.min_group_channels}")
         for width in self.gated_widths():
+            g = self.width_groups(width) if self.groups >= 1 else self.groups
+            if g != self.groups and (width % g or self.groups % g):
+                raise ConfigError(
+                    f"min_group_channels={self.min_group_channels} gives {g} groups for the inner width {width}, "
+                    f"which must divide both {width} and groups={self.groups}; choose another minimum")
             if self.groups < 1 or width % self.groups:
                 valid = [d for d in _divisors(min(self.gated_widths())) if all(
                     w % d == 0 for w in self.gated_widths())]

@@ -212,7 +212,8 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                                                                            f"gate{b}_fc2")),
                                       in_edge, None, feeds))
             project = stride != 1 or cin != width
-            options = range(0, cfg.groups + 1) if cfg.gated else [cfg.groups]
+            g = cfg.block_groups(b) if cfg.gated else 1
+            options = range(0, g + 1) if cfg.gated else [1]
             for k in options:
                 name = ("skip" if k == 0 else f"w{k}") if cfg.gated else "full"
                 if k == 0 and not project:
@@ -224,7 +225,7 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                 if k == 0:
                     y = keras.layers.ReLU()(shortcut)
                 else:
-                    c = width * k // cfg.groups
+                    c = width * k // g
                     h1 = fq(keras.layers.ReLU()(_conv(h, *_fold(model, f"block{b}_conv1", f"block{b}_bn1",
                                                                       slice(0, c)), stride)), f"block{b}_relu1")
                     if cfg.gated:

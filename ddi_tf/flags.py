@@ -27,6 +27,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("depth", 20, "Depth: 6n+2 for ResNet (20, 38, 74, 110), 6n+4 for DenseNet-BC (40, 100).")
     flags.DEFINE_integer("num_classes", 0, "Classes; 0 = from the data set (10 for CIFAR-10, 100 for CIFAR-100).")
     flags.DEFINE_integer("groups", 4, "Channel groups G per gated block (options: skip, first 1..G groups).")
+    flags.DEFINE_integer("min_group_channels", 0, "Fewer, wider channel groups where G would give groups narrower "
+                         "than this (16 matches LiteRT's int8 kernels, whose time steps every 16 output channels); "
+                         "0: G groups in every block.")
     flags.DEFINE_enum("gate_type", "ff", list(GATE_TYPES), "Gate: ff, rnn (shared LSTM), none (static backbone).")
     flags.DEFINE_integer("gate_hidden", 16, "Hidden units of the ff gate / LSTM state size of the rnn gate.")
     flags.DEFINE_integer("gate_proj", 16, "Per-block projection size feeding the shared LSTM (rnn gates).")
@@ -138,6 +141,7 @@ def model_config_from_flags(num_classes: int | None = None) -> ModelConfig:
     exits = resolve_exits(3 * per_stage, per_stage, f.exit_every, f.exit_stage_ends, [int(e) for e in f.exits])
     classes = f.num_classes or num_classes or (100 if f.dataset == "cifar100" else 10)
     return ModelConfig(backbone=f.backbone, depth=f.depth, num_classes=classes, groups=f.groups,
+                       min_group_channels=f.min_group_channels,
                        gate_type=f.gate_type, gate_hidden=f.gate_hidden, gate_proj=f.gate_proj,
                        estimator=f.estimator, temperature=f.temperature, exits=exits, exit_width=f.exit_width,
                        growth_rate=f.growth_rate, weight_decay=f.weight_decay)

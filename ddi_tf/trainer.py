@@ -32,7 +32,7 @@ from ddi_tf.arch import build_pieces
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.evaluate import evaluate_model, plot_report, write_json_atomic
-from ddi_tf.model import build_model, num_exits, set_gate_mode
+from ddi_tf.model import build_model, num_exits, regrouped_weights, set_gate_mode
 
 CONFIG_VERSION = 1
 STAGES = ("stage1", "stage2", "stage3", "rl", "qat")
@@ -224,21 +224,27 @@ def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
     return cfg, conf["train"], model
 
 
-def init_from_run(model: keras.Model, workdir: str) -> tuple[list[str], list[str]]:
+def init_from_run(model: keras.Model, workdir: str, cfg: ModelConfig | None = None) -> tuple[list[str], list[str]]:
     """Copies into ``model`` the weights of every layer of run ``workdir``'s model with the same name and shapes.
 
     This starts a run from a trained backbone (SkipNet's recipe), e.g. gates of another kind over the same
-    stage-1 backbone. Returns (copied layer names, same-named layers skipped because their shapes differ);
-    RunDirError when nothing can be copied.
+    stage-1 backbone. With ``cfg`` (``model``'s config), blocks with fewer channel groups than the source's
+    (``min_group_channels``) get the source's groups merged (``ddi_tf.model.regrouped_weights``). Returns
+    (copied layer names, same-named layers skipped because their shapes differ); RunDirError when nothing can
+    be copied or the groups cannot be merged.
     """
-    _, _, source = load_trained(workdir)
+    src_cfg, _, source = load_trained(workdir)
     by_name = {layer.name: layer for layer in source.layers if layer.weights}
     copied, mismatched = [], []
     for layer in model.layers:
         src = by_name.get(layer.name)
         if src is None or not layer.weights:
             continue
-        ours, theirs = layer.get_weights(), src.get_weights()
+        try:
+            merged = regrouped_weights(layer.name, source, src_cfg, cfg) if cfg is not None else None
+        except ValueError as e:
+            raise RunDirError(f"--init_from={workdir}: {e}") from e
+        ours, theirs = layer.get_weights(), merged if merged is not None else src.get_weights()
         if len(ours) == len(theirs) and all(a.shape == b.shape for a, b in zip(ours, theirs, strict=True)):
             layer.set_weights(theirs)
             copied.append(layer.name)
@@ -394,7 +400,7 @@ class _Trainer:
         if restored:
             logging.info("resumed from %s at step %d", restored, start)
         elif cfg.init_from:
-            copied, mismatched = init_from_run(self.model, cfg.init_from)
+            copied, mismatched = init_from_run(self.model, cfg.init_from, self.model_cfg)
             logging.info("initialised %d layers from %s (%d same-named layers differ in shape: %s)", len(copied),
                          cfg.init_from, len(mismatched), ", ".join(mismatched) or "none")
         if start >= cfg.total_steps:
@@ -469,7 +475,7 @@ class _Trainer:
                 if np.ndim(v) == 0:
                     tf.summary.scalar(k, float(v))
                 else:
-                    names = self.model_cfg.option_names()
+                    names = self.model_cfg.option_names(int(k.rsplit("block", 1)[1]))
                     for o, f in zip(names, v, strict=True):
                         tf.summary.scalar(f"{k}/{o}", float(f))
             tf.summary.scalar("images_per_second", ips)

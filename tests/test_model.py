@@ -17,7 +17,7 @@ from ddi_tf.arch import backbone_macs, build_pieces, full_macs
 from ddi_tf.config import ConfigError, ModelConfig
 from ddi_tf.costs import CostError, cost_table
 from ddi_tf.layers import CUSTOM_OBJECTS, BudgetGuard, GateDecision
-from ddi_tf.model import build_model, copy_weights, set_gate_mode, static_from_ddi
+from ddi_tf.model import build_model, copy_weights, regrouped_weights, set_gate_mode, static_from_ddi
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
 
@@ -44,6 +44,9 @@ def _randomize_bn(model: keras.Model, seed: int = 0) -> None:
     ({"depth": 8, "exits": (3,)}, "in 1..2"),
     ({"depth": 8, "exits": (2, 1)}, "increasing"),
     ({"gate_type": "lstm"}, "gate_type must be one of"),
+    ({"min_group_channels": -1}, "min_group_channels must be >= 0"),
+    ({"groups": 8, "min_group_channels": 12}, "must divide both"),
+    ({"gate_type": "rnn", "min_group_channels": 16}, "rnn gates share one output layer"),
 ])
 def test_invalid_configs_fail_with_what_is_valid(kwargs, fragment):
     with pytest.raises(ConfigError, match=None) as e:
@@ -54,6 +57,22 @@ def test_invalid_configs_fail_with_what_is_valid(kwargs, fragment):
 def test_config_dict_round_trip():
     cfg = ModelConfig(depth=38, exits=(6, 12), gate_type="rnn")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_min_group_channels_gives_wider_groups_where_g_would_be_narrow():
+    cfg = ModelConfig(depth=20, groups=4, min_group_channels=16)
+    assert [cfg.block_groups(b) for b in range(9)] == [1, 1, 1, 2, 2, 2, 4, 4, 4]
+    pieces = {p.name: p for p in build_pieces(cfg)}
+    assert [o.name for o in pieces["block0"].options] == ["skip", "w1"]
+    assert [o.name for o in pieces["block4"].options] == ["skip", "w1", "w2"]
+    assert pieces["gate4"].out_shape == (1, 1, 3)
+    # the widest option of every block is the full block, as with G groups everywhere
+    plain = {p.name: p for p in build_pieces(ModelConfig(depth=20, groups=4))}
+    for name, p in pieces.items():
+        if p.kind == "block":
+            assert p.options[-1].macs == plain[name].options[-1].macs
+            assert p.options[1].macs == plain[name].options[4 // cfg.block_groups(p.index)].macs
+    assert ModelConfig(depth=20, groups=4).block_groups(0) == 4
 
 
 # --- layers -----------------------------------------------------------------------------------------------
@@ -122,6 +141,32 @@ def test_output_names_and_shapes(cfg):
         assert out[f"block{b}_probs"].shape == (3, g)
 
 
+def test_merged_groups_compute_the_same_widths():
+    """A model with fewer groups per block, initialised by merging a G=4 model's groups, runs the same widths."""
+    src_cfg = ModelConfig(depth=20, groups=4, exits=(3,), exit_width=8, gate_hidden=4)
+    dst_cfg = dataclasses.replace(src_cfg, min_group_channels=16)
+    src, dst = build_model(src_cfg), build_model(dst_cfg)
+    _randomize_bn(src)
+    for layer in dst.layers:
+        if layer.weights:
+            merged = regrouped_weights(layer.name, src, src_cfg, dst_cfg)
+            layer.set_weights(merged if merged is not None else src.get_layer(layer.name).get_weights())
+    x = _x(4)
+    for mode, fixed in [("full", None), ("fixed", 0)]:
+        set_gate_mode(src, mode, fixed_option=fixed)
+        set_gate_mode(dst, mode, fixed_option=fixed)
+        a, b = src(x, training=False), dst(x, training=False)
+        np.testing.assert_allclose(a["exit1_logits"].numpy(), b["exit1_logits"].numpy(), rtol=1e-4, atol=1e-4)
+    # the merged gate keeps the source's logits of skip and of the widths it still has
+    kernel = src.get_layer("gate4_fc2").get_weights()[0]
+    np.testing.assert_array_equal(dst.get_layer("gate4_fc2").get_weights()[0], kernel[:, [0, 2, 4]])
+    np.testing.assert_array_equal(dst.get_layer("block1_bn2_w1").get_weights()[0],
+                                  src.get_layer("block1_bn2_w4").get_weights()[0])
+    assert regrouped_weights("block7_conv2_g1", src, src_cfg, dst_cfg) is None  # stage 3 keeps its 4 groups
+    with pytest.raises(ValueError, match="cannot be merged"):
+        regrouped_weights("block0_conv2_g1", dst, dst_cfg, src_cfg)
+
+
 @pytest.mark.parametrize("backbone, depth", [("resnet", 8), ("densenet", 10)])
 def test_all_full_gates_equal_the_static_backbone(backbone, depth):
     cfg = ModelConfig(backbone=backbone, depth=depth, groups=2, exits=(1,), exit_width=8, gate_hidden=4,
@@ -129,7 +174,7 @@ def test_all_full_gates_equal_the_static_backbone(backbone, depth):
     ddi = build_model(cfg)
     _randomize_bn(ddi)
     static = build_model(dataclasses.replace(cfg, gate_type="none"))
-    static_from_ddi(ddi, static, cfg.groups)
+    static_from_ddi(ddi, static, cfg)
     set_gate_mode(ddi, "full")
     x = _x(8)
     a, b = ddi(x, training=False), static(x, training=False)

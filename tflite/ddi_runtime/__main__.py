@@ -36,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--budget_ms", type=float, help="hard per-sample budget in milliseconds (latency table)")
     budget.add_argument("--threshold", type=float, nargs="+", default=None,
                         help="confidence threshold(s) for early exits (one for all exits, or one per exit)")
-    budget.add_argument("--skip_unneeded_exits", action="store_true",
-                        help="do not run exits whose answer the budget already guarantees to supersede (no threshold "
-                             "can stop there): less work, same answers when the budget does not bind")
+    budget.add_argument("--defer_exits", action="store_true",
+                        help="run an exit only if the sample stops before the next one (no threshold can stop there); "
+                             "while one is deferred, a block the budget would skip stops the sample instead")
     budget.add_argument("--latency_table", default=None, help="latency.json (default: model_dir/latency.json)")
     budget.add_argument("--latency_margin", type=float, default=0.1, help="planned latency = measured x (1+margin)")
     ev = sub.add_parser("eval", parents=[common, budget], help="accuracy and cost over a .npz data set")
@@ -94,12 +94,12 @@ def load_image(path: str) -> np.ndarray:
 
 
 def evaluate(sched: Scheduler, x: np.ndarray, y: np.ndarray, kind: str, budget: float, thresholds,
-             skip_unneeded_exits: bool = False) -> dict:
+             defer_exits: bool = False) -> dict:
     """Runs every sample and summarises accuracy, cost, budget violations and latency."""
     if math.isfinite(budget):
         sched.check_budget(kind, budget)
     plan = sched.costs(kind)
-    results = [sched.run(img, budget, kind, thresholds, plan, skip_unneeded_exits) for img in x]
+    results = [sched.run(img, budget, kind, thresholds, plan, defer_exits) for img in x]
     pred = np.array([r.pred for r in results])
     cost = np.array([r.cost for r in results])
     lat = np.array([r.latency_ms for r in results])
@@ -117,7 +117,7 @@ def evaluate(sched: Scheduler, x: np.ndarray, y: np.ndarray, kind: str, budget: 
         "exit_histogram": np.bincount([r.exit for r in results if r.exit >= 0],
                                       minlength=sched.num_exits).tolist(),
         "interpreter": sched.backend, "delegate": sched.delegate, "thresholds": thresholds,
-        "skip_unneeded_exits": skip_unneeded_exits,
+        "defer_exits": defer_exits,
     }
     if kind == "ms":
         out["deadline_misses"] = int((lat > budget).sum())
@@ -147,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             names = sched.manifest.get("class_names") or []
             for path in args.images:
                 r = sched.run(load_image(path), budget, kind, args.threshold,
-                              skip_unneeded_exits=args.skip_unneeded_exits)
+                              defer_exits=args.defer_exits)
                 label = names[r.pred] if 0 <= r.pred < len(names) else str(r.pred)
                 print(json.dumps({"image": path, "class": label, "index": r.pred, "exit": r.exit,
                                   f"cost_{kind}": r.cost, "latency_ms": r.latency_ms}))
             return 0
         x, y = load_npz(args.data, args.limit)
-        result = evaluate(sched, x, y, kind, budget, args.threshold, args.skip_unneeded_exits)
+        result = evaluate(sched, x, y, kind, budget, args.threshold, args.defer_exits)
         if args.json == "-":
             print(json.dumps(result, indent=2))
         else:

@@ -220,25 +220,29 @@ class Scheduler:
 
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
             thresholds: list[float] | float | None = None, plan: tuple | None = None,
-            skip_unneeded_exits: bool = False) -> Result:
+            defer_exits: bool = False) -> Result:
         """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units).
 
         ``plan`` is ``self.costs(kind)``, passed in to avoid recomputing it per sample.
-        ``skip_unneeded_exits``: do not run an exit whose answer cannot be the final one, i.e. no threshold can
-        stop there and the remaining budget already guarantees the next exit (the reservation rule then keeps
-        it reachable). With a budget that does not bind, the same answer for less work; with a binding one the
-        saved cost may let later blocks run wider. Off by default, so that decisions and costs match the Keras
-        policy and the C core exactly, exit by exit.
+
+        ``defer_exits``: an exit that no threshold can stop at, and whose answer the next exit would supersede
+        (the cheapest way on to the next exit is already affordable), is not run at once: its input is kept
+        and it runs only if the sample stops before the next exit. While an exit is deferred, its cost stays
+        reserved, and a gate's choice that does not fit stops the sample (it answers from the deferred exit)
+        instead of narrowing or skipping the block: reaching the next exit through blocks the budget cut down
+        answers worse than the earlier exit did (RESULTS section 3). With a budget that does not bind, only
+        the last exit runs. Off by default, so that decisions and costs match the Keras policy and the C core
+        exactly, exit by exit.
         """
         image_uint8 = np.asarray(image_uint8)
         if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
             raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
-        if skip_unneeded_exits:
+        if defer_exits:
             if self._ahead_for is not costs:  # (holding the plan's list: its identity cannot be reused)
                 # an exit's "ahead": the cheapest way from after it to the next exit, i.e. the next piece's
-                # cheapest option plus that piece's reserve (nan for the last exit: it is never skipped)
+                # cheapest option plus that piece's reserve (nan for the last exit: it is never deferred)
                 self._ahead_for = costs
                 n = len(costs)
                 self._ahead = [min(costs[i + 1]) + reserves[i + 1] if st[0] == "exit" and i + 1 < n else math.nan
@@ -253,15 +257,19 @@ class Scheduler:
         x = (image_uint8 ^ np.uint8(128)).view(np.int8)[None]  # uint8 - 128 as int8: flip the top bit
         spent, macs, option, j, exit_j, halted = 0.0, 0.0, None, 0, -1, False
         decisions, exit_logits = [], []
+        pending = None  # a deferred exit: (index, its runner, its input, cost, MACs)
+        held = 0.0  # the deferred exit's cost, reserved while it is pending
         for (kind_p, _name, first, opts), c, reserve, ahead in zip(self._steps, costs, reserves, ahead_list,
                                                                     strict=True):
             if kind_p == "block":
                 k = len(c) - 1 if option is None else option
-                while k > 0 and spent + c[k] + reserve > budget:
+                need = reserve if held <= reserve else held
+                chosen = k
+                while k > 0 and spent + c[k] + need > budget:
                     k -= 1
-                if spent + c[k] + reserve > budget:  # (k = 0 is a block's cheapest option)
-                    halted = True
-                    break
+                if spent + c[k] + need > budget or (k == 0 < chosen and pending is not None):
+                    halted = True  # (k = 0 is a block's cheapest option; a deferred exit answers before a
+                    break  # block the budget would skip: RESULTS section 3)
                 identity, runner, option_macs = opts[k]
                 if not identity:
                     interp, i, o = runner
@@ -276,12 +284,15 @@ class Scheduler:
                     decisions.append(k)
                 option = None
                 continue
-            if spent + c[0] + reserve > budget:
-                halted = True
+            if spent + c[0] + (0.0 if kind_p == "exit" else max(reserve, held)) > budget:
+                halted = True  # (an exit that runs supersedes the deferred one: it need not stay affordable)
                 break
-            if kind_p == "exit" and th[j] > 1.0 and spent + ahead <= budget:  # (ahead: nan unless skipping)
-                j += 1  # its answer would be superseded: the next exit is already affordable
-                continue
+            if kind_p == "exit":
+                pending, held = None, 0.0  # this exit supersedes a deferred one
+                if th[j] > 1.0 and spent + ahead <= budget:  # (ahead: nan unless deferring)
+                    pending, held = (j, opts[0], x, c[0]), c[0]
+                    j += 1
+                    continue
             interp, i, o = opts[0][1]
             ti = clock()
             interp.set_tensor(i, x)
@@ -301,6 +312,15 @@ class Scheduler:
                 j += 1
             else:
                 x = y
+        if pending is not None:  # stopped before the next exit: the deferred exit answers
+            exit_j, (_identity, (interp, i, o), option_macs), x_exit, cost = pending
+            ti = clock()
+            interp.set_tensor(i, x_exit)
+            interp.invoke()
+            exit_logits.append(interp.get_tensor(o)[0])
+            invoke_s += clock() - ti
+            spent += cost
+            macs += option_macs
         self._invoke_s = invoke_s
         pred = first_argmax(exit_logits[-1]) if exit_logits else -1
         return Result(pred, exit_j, spent, macs, decisions, 1e3 * (clock() - t0), 1e3 * invoke_s,
