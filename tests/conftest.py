@@ -13,7 +13,9 @@ import ddi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test impo
 from ddi_tf.config import ModelConfig  # noqa: E402
 from ddi_tf.trainer import TrainConfig  # noqa: E402
 
-EXPORT_MODEL = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=8)
+# min_group_channels=32: blocks 0 and 1 (16 and 32 channels) have one group (skip or full), block 2 has G = 2,
+# so every export, runtime and micro test also covers blocks with different option counts
+EXPORT_MODEL = ModelConfig(depth=8, groups=2, min_group_channels=32, exits=(1,), exit_width=8, gate_hidden=8)
 EXPORT_TRAIN = TrainConfig(dataset="synthetic", synthetic_train=512, synthetic_test=128, val_size=64, batch_size=32,
                            stage1_steps=40, stage2_steps=10, stage3_steps=10, warmup_steps=5, log_every=10,
                            checkpoint_every=100, eval_batch_size=128, budget_fractions=(1.0,),

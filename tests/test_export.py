@@ -20,7 +20,7 @@ def test_every_piece_option_is_exported_fully_int8(exported):
     names = [p["name"] for p in manifest["pieces"]]
     assert names == ["stem", "gate0", "block0", "exit0", "gate1", "block1", "gate2", "block2", "exit1"]
     block0 = next(p for p in manifest["pieces"] if p["name"] == "block0")
-    assert [o["name"] for o in block0["options"]] == ["skip", "w1", "w2"]
+    assert [o["name"] for o in block0["options"]] == ["skip", "w1"]  # one group of 16 channels (conftest)
     assert block0["options"][0]["identity"]  # identity skip: nothing runs
     block1 = next(p for p in manifest["pieces"] if p["name"] == "block1")
     assert not block1["options"][0]["identity"]  # projection skip still runs its shortcut
@@ -34,7 +34,9 @@ def test_every_piece_option_is_exported_fully_int8(exported):
             with open(path, "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == o["sha256"]
     # narrower widths are smaller models with fewer MACs
-    w1, w2 = block1["options"][1], block1["options"][2]
+    block2 = next(p for p in manifest["pieces"] if p["name"] == "block2")
+    assert [o["name"] for o in block2["options"]] == ["skip", "w1", "w2"]
+    w1, w2 = block2["options"][1], block2["options"][2]
     assert w1["macs"] < w2["macs"] and w1["bytes"] < w2["bytes"]
 
 
