@@ -3,7 +3,9 @@
 #   cost the gates are trained against: MACs / energy (the documented energy model) / latency (the per-piece
 #     table measured on this CPU by `python -m ddi_runtime profile`, docs/results/latency_cifar_cpu_builtin.json);
 #   gate kind: ff / rnn (shared LSTM, SkipNet's recurrent gate);
-#   channel groups: G = 1 (layer-only baseline, benchmarks/run_baselines.sh) / 2 / 4.
+#   channel groups: G = 1 (layer-only baseline, benchmarks/run_baselines.sh) / 2 / 4, and G = 4 with groups of at
+#     least 16 channels (--min_group_channels=16: skip/full in stage 1, G = 2 in stage 2, 4 in stage 3; its
+#     stage-1 backbone's groups merged with --init_from).
 # The cost and gate-kind variants share one stage-1 backbone (stage 1 trains backbone and exits with the gates
 # forced; it does not depend on the cost or the gate kind): the stage-1 run is copied and each copy resumes
 # into its own stages 2-3 (the rnn gates start from it with --init_from). G = 2 is a separate backbone.
@@ -27,15 +29,19 @@ done
 done_ "$RUNS/abl_g2" || python -m ddi_tf.train --flagfile=$FLAGS --groups=2 --workdir="$RUNS/abl_g2"
 done_ "$RUNS/abl_rnn" || python -m ddi_tf.train --flagfile=$FLAGS --gate_type=rnn --init_from="$RUNS/abl_stage1" \
     --stage1_steps=0 --workdir="$RUNS/abl_rnn"
+done_ "$RUNS/abl_g16" || python -m ddi_tf.train --flagfile=$FLAGS --min_group_channels=16 \
+    --init_from="$RUNS/abl_stage1" --stage1_steps=0 --workdir="$RUNS/abl_g16"
 reports="G4 ff MACs-trained=$RUNS/abl_macs/report.json,G4 ff energy-trained=$RUNS/abl_energy/report.json"
 reports="$reports,G4 ff latency-trained=$RUNS/abl_latency/report.json,G2 ff MACs-trained=$RUNS/abl_g2/report.json"
 reports="$reports,G4 rnn MACs-trained=$RUNS/abl_rnn/report.json,G1 layer-only=$RUNS/cifar_cpu_layer/report.json"
+reports="$reports,G4 16-channel groups MACs-trained=$RUNS/abl_g16/report.json"
 python -m ddi_tf.compare --reports="$reports" --out=docs/results/ablations_cpu
-# int8 (PTQ) and measured batch-1 latency of the cost-targeted branches, each side by side with the static int8
-# backbone in one run (builtin kernels, 1 thread); outputs already present are not redone.
+# int8 (PTQ) and measured batch-1 latency of the cost-targeted branches and of the 16-channel groups, each side
+# by side with the static int8 backbone in one run (builtin kernels, 1 thread, exits also deferred); outputs
+# already present are not redone.
 [ -f "$RUNS/test.npz" ] || python -m ddi_tf.data --data_dir=../shared/data/cifar10-jpeg.tar.gz \
     --write_test_npz="$RUNS/test.npz"
-for cost in latency macs energy; do
+for cost in latency macs energy g16; do
   [ -f "exports/abl_$cost/manifest.json" ] || python -m ddi_tf.export --workdir="$RUNS/abl_$cost" \
       --out="exports/abl_$cost" --json="docs/results/export_abl_$cost.json"
   [ -f "docs/results/latency_abl_$cost.json" ] || python benchmarks/runtime_latency.py --ddi="exports/abl_$cost" \

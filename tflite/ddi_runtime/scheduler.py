@@ -34,7 +34,7 @@ class BudgetError(ValueError):
     """A budget no sample can meet."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Result:
     """What one sample did."""
 
@@ -168,8 +168,24 @@ class Scheduler:
                         tuple((bool(o["identity"]), interps.get((p["name"], o["name"])), float(o["macs"]))
                               for o in p["options"]))
                        for p in self.manifest["pieces"]]
-        self._no_ahead = [math.nan] * len(self._steps)
-        self._ahead_for, self._ahead = None, self._no_ahead
+        self._flat_for: tuple | None = None
+        self._flat: list[tuple] = []
+
+    def _flatten(self, costs: list[list[float]], reserves: list[float], defer_exits: bool) -> list[tuple]:
+        """The per-sample loop's steps for one plan: (kind, first option, options, costs, reserve, ahead).
+
+        An exit's "ahead" (only when deferring exits) is the cheapest way from after it to the next exit: the
+        next piece's cheapest option plus that piece's reserve; nan for the last exit (never deferred) and for
+        other pieces.
+        """
+        n = len(costs)
+        out = []
+        for i, (kind_p, _name, first, opts) in enumerate(self._steps):
+            ahead = math.nan
+            if defer_exits and kind_p == "exit" and i + 1 < n:
+                ahead = min(costs[i + 1]) + reserves[i + 1]
+            out.append((kind_p, first, opts, costs[i], reserves[i], ahead))
+        return out
 
     # --- costs -------------------------------------------------------------------------------------------------
     def costs(self, kind: str) -> tuple[list[list[float]], list[float]]:
@@ -239,17 +255,9 @@ class Scheduler:
             raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
-        if defer_exits:
-            if self._ahead_for is not costs:  # (holding the plan's list: its identity cannot be reused)
-                # an exit's "ahead": the cheapest way from after it to the next exit, i.e. the next piece's
-                # cheapest option plus that piece's reserve (nan for the last exit: it is never deferred)
-                self._ahead_for = costs
-                n = len(costs)
-                self._ahead = [min(costs[i + 1]) + reserves[i + 1] if st[0] == "exit" and i + 1 < n else math.nan
-                               for i, st in enumerate(self._steps)]
-            ahead_list = self._ahead
-        else:
-            ahead_list = self._no_ahead
+        key = (costs, defer_exits)
+        if self._flat_for is None or self._flat_for[0] is not costs or self._flat_for[1] != defer_exits:
+            self._flat_for, self._flat = key, self._flatten(costs, reserves, defer_exits)
         th = [math.inf] * n_exits if thresholds is None else list(np.broadcast_to(thresholds, (n_exits,)))
         clock = time.perf_counter
         t0 = clock()
@@ -259,8 +267,7 @@ class Scheduler:
         decisions, exit_logits = [], []
         pending = None  # a deferred exit: (index, its runner, its input, cost, MACs)
         held = 0.0  # the deferred exit's cost, reserved while it is pending
-        for (kind_p, _name, first, opts), c, reserve, ahead in zip(self._steps, costs, reserves, ahead_list,
-                                                                    strict=True):
+        for kind_p, first, opts, c, reserve, ahead in self._flat:
             if kind_p == "block":
                 k = len(c) - 1 if option is None else option
                 need = reserve if held <= reserve else held
@@ -284,7 +291,7 @@ class Scheduler:
                     decisions.append(k)
                 option = None
                 continue
-            if spent + c[0] + (0.0 if kind_p == "exit" else max(reserve, held)) > budget:
+            if spent + c[0] + (0.0 if kind_p == "exit" else reserve if held <= reserve else held) > budget:
                 halted = True  # (an exit that runs supersedes the deferred one: it need not stay affordable)
                 break
             if kind_p == "exit":
@@ -321,7 +328,6 @@ class Scheduler:
             invoke_s += clock() - ti
             spent += cost
             macs += option_macs
-        self._invoke_s = invoke_s
         pred = first_argmax(exit_logits[-1]) if exit_logits else -1
         return Result(pred, exit_j, spent, macs, decisions, 1e3 * (clock() - t0), 1e3 * invoke_s,
                       exit_logits, halted)
