@@ -175,6 +175,10 @@ def _latency_costs(pieces: list[Piece], path: str | None) -> list[tuple[float, .
         entry = table.get(p.name)
         if not isinstance(entry, dict):
             raise CostError(f"latency table {path} has no entry for piece {p.name!r}")
+        if set(entry) != set(p.option_names):
+            raise CostError(f"latency table {path} has options {sorted(entry)} for piece {p.name!r}, this model has "
+                            f"{p.option_names}: it was measured for another model (other channel groups?); profile "
+                            "this model's export")
         try:
             vals = tuple(float(entry[o.name]) for o in p.options)
         except (KeyError, TypeError, ValueError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -278,6 +279,13 @@ def test_energy_table_and_latency_needs_a_table(tmp_path):
     path.write_text('{"unit": "ms", "pieces": {"stem": {"run": 0.1}}}')
     with pytest.raises(CostError, match="no entry for piece 'gate0'"):
         cost_table(pieces, "latency", latency_path=str(path))
+    # a table measured for another model's pieces (here: other channel groups) is refused, not half-used
+    table = {p.name: {o.name: 0.01 for o in p.options} for p in pieces}
+    path.write_text(json.dumps({"unit": "ms", "pieces": table}))
+    assert cost_table(pieces, "latency", latency_path=str(path)).full_cost() > 0
+    fewer = build_pieces(dataclasses.replace(TINY, min_group_channels=64))
+    with pytest.raises(CostError, match="measured for another model"):
+        cost_table(fewer, "latency", latency_path=str(path))
 
 
 # --- the budget rule ---------------------------------------------------------------------------------------

@@ -130,6 +130,11 @@ def test_profile_then_latency_budget(exported, tmp_path):
                "--budget_ms=10", "--limit=16", "--json")
     result = json.loads(res.stdout[res.stdout.index("{"):])
     assert "deadline_misses" in result and result["over_budget"] == 0
+    # a table whose pieces have other options (profiled on another export) is refused
+    table["pieces"]["block2"] = {"skip": 0.0, "w1": 0.1}
+    (out_dir / "latency.json").write_text(json.dumps(table))
+    with pytest.raises(ModelError, match="measured for another export"):
+        Scheduler(str(out_dir))
 
 
 def test_runtime_never_imports_tensorflow(exported):

@@ -110,6 +110,10 @@ def load_latency_table(path: str, manifest: dict) -> dict[tuple[str, str], float
         table = json.load(f)["pieces"]
     out = {}
     for p in manifest["pieces"]:
+        names = [o["name"] for o in p["options"]]
+        if isinstance(table.get(p["name"]), dict) and set(table[p["name"]]) != set(names):
+            raise ModelError(f"latency table {path} has options {sorted(table[p['name']])} for {p['name']}, the "
+                             f"export has {names}: it was measured for another export; profile this one")
         for o in p["options"]:
             try:
                 out[(p["name"], o["name"])] = float(table[p["name"]][o["name"]])
