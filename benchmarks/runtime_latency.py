@@ -5,7 +5,8 @@
 
 One run, batch 1, int8, the same interpreter and thread count for every configuration. The static baseline is
 the static export (stem, every block, head) run by the same scheduler without a budget, so both pay the same
-per-piece overhead. Each DDI configuration runs the scheduler (``ddi_runtime``) with a hard MAC budget; every
+per-piece overhead. Each DDI configuration runs the scheduler (``ddi_runtime``) with a hard MAC budget
+(``ddi@f``; with ``--defer_exits`` also ``defer@f``, the scheduler with exits deferred); every
 image runs through all configurations back to back (the order rotating) so that machine noise hits all of them
 alike. Reported per configuration:
 accuracy, mean MACs, mean/p50 latency, the scheduler's own overhead (time outside ``invoke``), and the ratio of
