@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -68,6 +69,13 @@ def test_deferred_exits_keep_the_budget_and_the_answer(exported, sched, frac, id
         assert lazy.decisions == every.decisions
         assert len(lazy.exit_logits) == 1 and lazy.exit == sched.num_exits - 1
         assert lazy.cost < every.cost
+    # after the first exit an exit is always pending, so the budget never cuts a block down to a skip the gate
+    # did not choose: where the path first leaves the unbudgeted one, the block ran a width (or stopped)
+    free = sched.run(data.x_test[idx], math.inf, kind, None, plan).decisions
+    first_exit = sched.manifest["exit_positions"][0]
+    diverged = [b for b, (d, f) in enumerate(zip(lazy.decisions, free, strict=False)) if d != f]
+    if diverged and diverged[0] >= first_exit:
+        assert lazy.decisions[diverged[0]] > 0
 
 
 def test_budget_below_the_cheapest_exit_is_refused_before_running(exported, sched):

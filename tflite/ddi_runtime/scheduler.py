@@ -248,20 +248,19 @@ class Scheduler:
         ``defer_exits``: an exit that no threshold can stop at, and whose answer the next exit would supersede
         (the cheapest way on to the next exit is already affordable), is not run at once: its input is kept
         and it runs only if the sample stops before the next exit. While an exit is deferred, its cost stays
-        reserved, and a gate's choice that does not fit stops the sample (it answers from the deferred exit)
-        instead of narrowing or skipping the block: reaching the next exit through blocks the budget cut down
-        answers worse than the earlier exit did (RESULTS section 3). With a budget that does not bind, only
-        the last exit runs. Off by default, so that decisions and costs match the Keras policy and the C core
-        exactly, exit by exit.
+        reserved, and a block whose gate chose to run it but that the budget would cut down to its skip option
+        stops the sample instead (it answers from the deferred exit; narrowing to a cheaper width is still
+        allowed): reaching the next exit through skipped blocks answers worse than the earlier exit did
+        (docs/RESULTS.md section 3). With a budget that does not bind, only the last exit runs. Off by default,
+        so that decisions and costs match the Keras policy and the C core exactly, exit by exit.
         """
         image_uint8 = np.asarray(image_uint8)
         if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
             raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
-        key = (costs, defer_exits)
         if self._flat_for is None or self._flat_for[0] is not costs or self._flat_for[1] != defer_exits:
-            self._flat_for, self._flat = key, self._flatten(costs, reserves, defer_exits)
+            self._flat_for, self._flat = (costs, defer_exits), self._flatten(costs, reserves, defer_exits)
         th = [math.inf] * n_exits if thresholds is None else list(np.broadcast_to(thresholds, (n_exits,)))
         clock = time.perf_counter
         t0 = clock()
