@@ -48,3 +48,21 @@ for cost in latency macs energy g16; do
       --static=exports/cifar_cpu_static --data="$RUNS/test.npz" --limit=500 --threads=1 --rounds=2 --delegate=none \
       --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --defer_exits --out="docs/results/latency_abl_$cost"
 done
+# The 16-channel groups with the QAT stage of section 2 (a copy of the finished float run, extended), exported with
+# the QAT ranges, benchmarked as above (twice: the ratios move by a few hundredths between runs) and its parity.
+if [ ! -f "$RUNS/abl_g16_qat/report.json" ]; then
+  rm -rf "$RUNS/abl_g16_qat" && mkdir "$RUNS/abl_g16_qat"
+  cp -r "$RUNS"/abl_g16/{checkpoints,config.json,flags.txt} "$RUNS/abl_g16_qat/"
+  python -m ddi_tf.train --flagfile=$FLAGS --min_group_channels=16 --init_from="$RUNS/abl_stage1" --stage1_steps=0 \
+      --workdir="$RUNS/abl_g16_qat" --qat_steps=2000 --qat_lr=0.001 --gate_margin=1.0 --gate_margin_target=0.5
+fi
+[ -f exports/abl_g16_qat/manifest.json ] || python -m ddi_tf.export --workdir="$RUNS/abl_g16_qat" \
+    --out=exports/abl_g16_qat --json=docs/results/export_abl_g16_qat.json
+for suffix in "" _run2; do
+  [ -f "docs/results/latency_abl_g16_qat$suffix.json" ] || python benchmarks/runtime_latency.py \
+      --ddi=exports/abl_g16_qat --static=exports/cifar_cpu_static --data="$RUNS/test.npz" --limit=500 --threads=1 \
+      --rounds=2 --delegate=none --budget_fractions=0.25,0.4,0.5,0.6,0.8,1.0 --defer_exits \
+      --out="docs/results/latency_abl_g16_qat$suffix"
+done
+[ -f docs/results/parity_abl_g16_qat.json ] || python -m ddi_tf.parity --workdir="$RUNS/abl_g16_qat" \
+    --model_dir=exports/abl_g16_qat --json=docs/results/parity_abl_g16_qat.json
