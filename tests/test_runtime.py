@@ -127,6 +127,11 @@ def test_eval_json_fields_and_tflite_runtime_in_its_own_process(exported):
     # both run the builtin int8 kernels: identical results
     for key in ("accuracy", "mean_macs", "max_macs", "exit_histogram"):
         assert runs["tflite_runtime"][key] == runs["litert"][key]
+    res = _cli("eval", f"--model_dir={out_dir}", f"--data={npz}", "--budget_macs=8000000", "--delegate=none",
+               "--interpreter=litert", "--limit=64", "--defer_exits", "--json")
+    deferred = json.loads(res.stdout[res.stdout.index("{"):])
+    assert deferred["defer_exits"] is True and runs["litert"]["defer_exits"] is False
+    assert deferred["over_budget"] == 0 and deferred["max_macs"] <= 8e6
 
 
 def test_profile_then_latency_budget(exported, tmp_path):
