@@ -95,8 +95,18 @@ int ddi_begin(ddi_state *s, const ddi_model *m, int32_t cost_kind, double budget
   s->exit = -1;
   s->num_decisions = 0;
   s->thresholds = thresholds;
+  s->defer_exits = 0;
+  s->deferred = -1;
+  s->deferred_j = -1;
+  s->held = 0.0;
   s->done = 0;
   s->model = m;
+  return DDI_OK;
+}
+
+int ddi_set_defer_exits(ddi_state *s, int32_t on) {
+  if (s == NULL || s->model == NULL || s->next != 0 || s->done) return DDI_ERR_STATE;
+  s->defer_exits = on ? 1 : 0;
   return DDI_OK;
 }
 
@@ -108,6 +118,33 @@ static ddi_action done_action(int32_t code) {
   a.identity = 1;
   a.model = NULL;
   a.model_len = 0;
+  a.keep = 0;
+  a.from_kept = 0;
+  return a;
+}
+
+/* The sample stops here: it is done, unless an exit is deferred, which then answers from the kept tensor. */
+static ddi_action halt(ddi_state *s) {
+  const ddi_option *o;
+  ddi_action a;
+  s->halted = 1;
+  s->done = 1;
+  if (s->deferred < 0) return done_action(DDI_DONE);
+  o = &s->model->pieces[s->deferred].options[0];
+  s->spent += s->held;
+  s->macs += o->macs;
+  s->pending = s->deferred;
+  s->exit_j = s->deferred_j;
+  a.piece = s->deferred;
+  a.option = 0;
+  a.kind = DDI_EXIT;
+  a.identity = 0;
+  a.model = o->model;
+  a.model_len = o->model_len;
+  a.keep = 0;
+  a.from_kept = 1;
+  s->deferred = -1;
+  s->held = 0.0;
   return a;
 }
 
@@ -115,7 +152,7 @@ ddi_action ddi_next(ddi_state *s) {
   const ddi_model *m;
   const ddi_piece *p;
   const ddi_option *o;
-  double reserve;
+  double reserve, need;
   int32_t k;
   ddi_action a;
   if (s == NULL || s->model == NULL || s->pending >= 0) return done_action(DDI_MISUSE);
@@ -127,15 +164,19 @@ ddi_action ddi_next(ddi_state *s) {
   }
   p = &m->pieces[s->next];
   reserve = s->reserves[s->next];
-  if (s->spent + min_cost(p, s->cost_kind) + reserve > s->budget) {
-    s->halted = 1;
-    s->done = 1;
-    return done_action(DDI_DONE);
-  }
+  /* what must stay affordable after this piece: the way on to the next exit, and a deferred exit's cost
+   * (an exit that runs supersedes the deferred one) */
+  need = p->kind == DDI_EXIT ? reserve : (s->held <= reserve ? reserve : s->held);
+  a.keep = 0;
+  a.from_kept = 0;
+  if (s->spent + min_cost(p, s->cost_kind) + need > s->budget) return halt(s);
   if (p->kind == DDI_BLOCK) {
+    int32_t chosen;
     k = s->gate_option < 0 ? p->num_options - 1 : s->gate_option;
     if (k >= p->num_options) k = p->num_options - 1; /* a gate with more outputs than options: widest */
-    while (k > 0 && s->spent + ddi_option_cost(&p->options[k], s->cost_kind) + reserve > s->budget) --k;
+    chosen = k;
+    while (k > 0 && s->spent + ddi_option_cost(&p->options[k], s->cost_kind) + need > s->budget) --k;
+    if (s->deferred >= 0 && k == 0 && chosen > 0) return halt(s);
     o = &p->options[k];
     s->spent += ddi_option_cost(o, s->cost_kind);
     s->macs += o->macs;
@@ -144,6 +185,27 @@ ddi_action ddi_next(ddi_state *s) {
   } else {
     k = 0;
     o = &p->options[0];
+    if (p->kind == DDI_EXIT) {
+      s->deferred = -1; /* superseded */
+      s->held = 0.0;
+      if (s->defer_exits && (s->thresholds == NULL || s->thresholds[s->exit_j] > 1.0) &&
+          s->next + 1 < m->num_pieces &&
+          s->spent + (min_cost(&m->pieces[s->next + 1], s->cost_kind) + s->reserves[s->next + 1]) <= s->budget) {
+        s->deferred = s->next;
+        s->deferred_j = s->exit_j;
+        s->held = ddi_option_cost(o, s->cost_kind);
+        s->exit_j += 1;
+        a.piece = s->next;
+        a.option = 0;
+        a.kind = DDI_EXIT;
+        a.identity = 0;
+        a.model = o->model;
+        a.model_len = o->model_len;
+        a.keep = 1;
+        s->next += 1;
+        return a;
+      }
+    }
     s->macs += o->macs;
     s->spent += ddi_option_cost(o, s->cost_kind);
     if (p->kind == DDI_GATE || p->kind == DDI_EXIT) s->pending = s->next;

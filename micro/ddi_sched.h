@@ -117,6 +117,9 @@ typedef struct ddi_action {
   int32_t identity;
   const unsigned char *model;
   uint32_t model_len;
+  int32_t keep;      /* deferred exit (ddi_set_defer_exits): do not run it; keep a copy of the current boundary
+                      * tensor, and report nothing */
+  int32_t from_kept; /* run this exit on the kept tensor (the deferred exit answers), then report it */
 } ddi_action;
 
 typedef struct ddi_result {
@@ -146,6 +149,10 @@ typedef struct ddi_state {
   int32_t decisions[DDI_MAX_PIECES]; /* option chosen for each gated block, in order */
   double reserves[DDI_MAX_PIECES];
   const double *thresholds;  /* per exit; NULL: never stop early */
+  int32_t defer_exits;       /* ddi_set_defer_exits */
+  int32_t deferred;          /* piece of the deferred exit, -1 if none */
+  int32_t deferred_j;        /* its exit number */
+  double held;               /* its cost, reserved while it is deferred */
 } ddi_state;
 
 /* Cost of one option in a cost kind. */
@@ -160,6 +167,15 @@ int ddi_reserves(const ddi_model *m, int32_t cost_kind, double *out);
 /* Starts one sample. thresholds: one per exit (num_exits values), or NULL for "never stop early".
  * Returns DDI_ERR_BUDGET when the budget is below the cheapest way to the first exit. */
 int ddi_begin(ddi_state *s, const ddi_model *m, int32_t cost_kind, double budget, const double *thresholds);
+
+/* Deferred exits (after ddi_begin, before the first ddi_next; ddi_begin turns them off), the rule of
+ * tflite/ddi_runtime's Scheduler.run(defer_exits=True): an exit no threshold can stop at, whose answer the next
+ * exit would supersede (the cheapest way on to it is affordable), is not run: ddi_next returns it with keep = 1
+ * and the caller keeps a copy of the current boundary tensor (RAM: one more boundary buffer). It runs only if
+ * the sample stops before the next exit (ddi_next then returns it with from_kept = 1). While it is deferred its
+ * cost stays reserved, and a block the budget would cut down to its skip option although its gate chose to run
+ * it stops the sample. Returns DDI_OK, or DDI_ERR_STATE when the sample has already started. */
+int ddi_set_defer_exits(ddi_state *s, int32_t on);
 
 /* The next piece option to run, or piece = -1 when the sample is done. Accounts its cost. */
 ddi_action ddi_next(ddi_state *s);

@@ -39,6 +39,12 @@ namespace {
 alignas(16) uint8_t g_arena[DDI_ARENA_BYTES];
 alignas(16) int8_t g_activation[DDI_MAX_BOUNDARY_BYTES];
 size_t g_activation_bytes = 0;
+bool g_defer_exits = false;
+#ifdef DDI_DEFER_EXITS
+// The deferred exit's input (ddi_set_defer_exits): one more boundary buffer, so opt-in at compile time.
+alignas(16) int8_t g_kept[DDI_MAX_BOUNDARY_BYTES];
+size_t g_kept_bytes = 0;
+#endif
 size_t g_max_arena_used = 0;
 
 tflite::MicroMutableOpResolver<DDI_NUM_OPS> g_resolver;
@@ -119,6 +125,10 @@ extern "C" int ddi_tflm_classify(const uint8_t* image, int32_t cost_kind, double
   }
   int rc = ddi_begin(&state, &ddi_model_table, cost_kind, budget, thresholds);
   if (rc != DDI_OK) return rc;
+  if (g_defer_exits) {
+    rc = ddi_set_defer_exits(&state, 1);
+    if (rc != DDI_OK) return rc;
+  }
   // The stem's input: int8 = uint8 - 128 (the export's input quantisation: scale 1, zero point -128).
   const size_t image_bytes = 32 * 32 * 3;
   if (image_bytes > sizeof(g_activation)) return DDI_TFLM_ERR_TENSOR;
@@ -128,6 +138,19 @@ extern "C" int ddi_tflm_classify(const uint8_t* image, int32_t cost_kind, double
     ddi_action a = ddi_next(&state);
     if (a.piece == DDI_DONE) break;
     if (a.piece < 0) return DDI_ERR_STATE;
+#ifdef DDI_DEFER_EXITS
+    if (a.keep) {  // a deferred exit: keep its input; it runs only if the sample stops before the next exit
+      memcpy(g_kept, g_activation, g_activation_bytes);
+      g_kept_bytes = g_activation_bytes;
+      continue;
+    }
+    if (a.from_kept) {  // the sample stopped: the deferred exit answers from its kept input
+      memcpy(g_activation, g_kept, g_kept_bytes);
+      g_activation_bytes = g_kept_bytes;
+    }
+#else
+    if (a.keep || a.from_kept) return DDI_ERR_STATE;
+#endif
     if (a.identity) continue;  // identity skip: the activation passes on unchanged
     int32_t n = 0;
     rc = RunPiece(a, logits, static_cast<int32_t>(sizeof(logits)), &n);
@@ -138,6 +161,16 @@ extern "C" int ddi_tflm_classify(const uint8_t* image, int32_t cost_kind, double
   }
   *result = ddi_get_result(&state);
   return DDI_OK;
+}
+
+extern "C" int ddi_tflm_set_defer_exits(int32_t on) {
+#ifdef DDI_DEFER_EXITS
+  g_defer_exits = on != 0;
+  return DDI_OK;
+#else
+  g_defer_exits = false;
+  return on ? DDI_ERR_ARG : DDI_OK;
+#endif
 }
 
 extern "C" size_t ddi_tflm_max_arena_used(void) { return g_max_arena_used; }

@@ -34,6 +34,11 @@ int ddi_tflm_init(void);
 int ddi_tflm_classify(const uint8_t *image, int32_t cost_kind, double budget, const double *thresholds,
                       ddi_result *result);
 
+/* Deferred exits for the following ddi_tflm_classify calls (see ddi_set_defer_exits in ddi_sched.h): better
+ * answers under binding budgets and fewer exit heads run. Needs -DDDI_DEFER_EXITS, which adds a second boundary
+ * buffer of DDI_MAX_BOUNDARY_BYTES; without it, turning them on returns DDI_ERR_ARG. */
+int ddi_tflm_set_defer_exits(int32_t on);
+
 /* Largest arena_used_bytes() seen so far (check it against DDI_ARENA_BYTES on the target: optimised kernels
  * such as CMSIS-NN may need more scratch than the reference kernels used to measure the table). */
 size_t ddi_tflm_max_arena_used(void);

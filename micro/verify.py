@@ -79,7 +79,7 @@ class Model(C.Structure):
 
 class Action(C.Structure):
     _fields_ = [("piece", C.c_int32), ("option", C.c_int32), ("kind", C.c_int32), ("identity", C.c_int32),
-                ("model", C.c_void_p), ("model_len", C.c_uint32)]
+                ("model", C.c_void_p), ("model_len", C.c_uint32), ("keep", C.c_int32), ("from_kept", C.c_int32)]
 
 
 class Result(C.Structure):
@@ -100,6 +100,8 @@ def load_lib() -> C.CDLL:
                                f"ddi_sched.h ({lib.ddi_sizeof(what)} bytes)")
     lib.ddi_begin.argtypes = [C.c_void_p, C.POINTER(Model), C.c_int32, C.c_double, C.POINTER(C.c_double)]
     lib.ddi_begin.restype = C.c_int
+    lib.ddi_set_defer_exits.argtypes = [C.c_void_p, C.c_int32]
+    lib.ddi_set_defer_exits.restype = C.c_int
     lib.ddi_next.argtypes = [C.c_void_p]
     lib.ddi_next.restype = Action
     for f in (lib.ddi_report_gate, lib.ddi_report_exit):
@@ -143,13 +145,16 @@ class Core:
             raise ValueError("the table has no exit")
         return out.value
 
-    def run(self, image: np.ndarray, invoke, budget: float, kind: int, thresholds) -> dict:
+    def run(self, image: np.ndarray, invoke, budget: float, kind: int, thresholds, defer_exits: bool = False) -> dict:
         """One sample; ``invoke(piece, option, x) -> y`` runs a piece option (int8 in, int8 out)."""
         th = None if thresholds is None else (C.c_double * len(thresholds))(*thresholds)
         rc = self.lib.ddi_begin(self.state, C.byref(self.model), kind, budget, th)
         if rc != 0:
             raise ValueError(f"ddi_begin failed with {rc} (-2: budget below the cheapest way to an answer)")
+        if defer_exits and self.lib.ddi_set_defer_exits(self.state, 1) != 0:
+            raise RuntimeError("ddi_set_defer_exits failed")
         x = (image.astype(np.int16) - 128).astype(np.int8)[None]
+        kept = None
         while True:
             a = self.lib.ddi_next(self.state)
             if a.piece == DONE:
@@ -158,9 +163,12 @@ class Core:
                 raise RuntimeError(f"ddi_next misuse ({a.piece})")
             p = self.table["pieces"][a.piece]
             o = p["options"][a.option]
+            if a.keep:  # a deferred exit: keep its input (the firmware copies the boundary buffer)
+                kept = x.copy()
+                continue
             if o["identity"]:
                 continue
-            y = invoke(p["name"], o["name"], x)
+            y = invoke(p["name"], o["name"], kept if a.from_kept else x)
             if a.kind in (1, 3):
                 logits = np.ascontiguousarray(y.reshape(-1), dtype=np.int8)
                 ptr = logits.ctypes.data_as(C.POINTER(C.c_int8))
@@ -273,7 +281,7 @@ def board_fit(ram: int, flash: int) -> dict:
 
 
 def verify(model_dir: str, data: str, limit: int | None = None, budget: float = math.inf, kind: str = "macs",
-           threshold: float | None = None, generated: str | None = None) -> dict:
+           threshold: float | None = None, generated: str | None = None, defer_exits: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         gdir = generated or os.path.join(tmp, "generated")
         if generated is None or not os.path.exists(os.path.join(gdir, "generated.json")):
@@ -300,11 +308,12 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
     plan = sched.costs("macs" if kind == "macs" else "uj") if sched else None
     rows = []
     for img in x:
-        a = core.run(img, tflm, budget, ckind, thresholds)
-        b = core.run(img, litert, budget, ckind, thresholds)
+        a = core.run(img, tflm, budget, ckind, thresholds, defer_exits)
+        b = core.run(img, litert, budget, ckind, thresholds, defer_exits)
         row = {"tflm": a, "litert": b}
         if sched is not None:
-            r = sched.run(img, budget, "macs" if kind == "macs" else "uj", thresholds, plan=plan)
+            r = sched.run(img, budget, "macs" if kind == "macs" else "uj", thresholds, plan=plan,
+                          defer_exits=defer_exits)
             row["python_same"] = (r.pred == b["pred"] and r.exit == b["exit"] and r.cost == b["spent"]
                                   and list(r.decisions) == b["decisions"] and r.halted == b["halted"])
         rows.append(row)
@@ -314,11 +323,11 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
     over = sum(1 for r in rows for k in ("tflm", "litert") if r[k]["spent"] > budget)
     arena = {f"{p['name']}/{o['name']}": o["arena_bytes"] for p in table["pieces"] for o in p["options"]
              if not o["identity"]}
-    ram = table["arena_bytes"] + table["max_boundary_bytes"]
+    ram = table["arena_bytes"] + table["max_boundary_bytes"] * (2 if defer_exits else 1)  # (+ the kept copy)
     exits = [r["tflm"]["exit"] for r in rows]
     result = {
         "model_dir": model_dir, "examples": n, "budget": None if math.isinf(budget) else budget,
-        "budget_kind": kind, "cheapest_answer": cheapest, "threshold": threshold,
+        "budget_kind": kind, "cheapest_answer": cheapest, "threshold": threshold, "defer_exits": defer_exits,
         "accuracy": float(np.mean(pa == y)) if n else None,
         "accuracy_litert": float(np.mean(pb == y)) if n else None,
         "agreement_with_litert": float(np.mean(pa == pb)) if n else None,
@@ -335,12 +344,13 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
         "full_macs": manifest["full_macs"],
         "arena_bytes": {"per_piece": arena, "max": table["arena_max_measured"], "margin": table["arena_margin"],
                         "shared_arena": table["arena_bytes"], "boundary_buffer": table["max_boundary_bytes"],
-                        "ram_needed": ram},
+                        "kept_buffer": table["max_boundary_bytes"] if defer_exits else 0, "ram_needed": ram},
         "flash_bytes": table["flash_bytes"],
         "boards": board_fit(ram, table["flash_bytes"]),
         "board_allowances": {"ram": RAM_ALLOWANCE, "flash": CODE_FLASH_ALLOWANCE,
-                             "note": "RAM needed = shared arena + boundary activation buffer + allowance (stack, "
-                                     "interpreter); flash = model arrays + allowance (TFLM and application code)"},
+                             "note": "RAM needed = shared arena + boundary activation buffer (+ its kept copy with "
+                                     "--defer_exits) + allowance (stack, interpreter); flash = model arrays + "
+                                     "allowance (TFLM and application code)"},
         "resolver_ops": registered,
         "missing_ops": lack,
         "interpreters": {"tflm": "tflite_micro Python interpreter (reference kernels)",
@@ -358,6 +368,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget_uj", type=float, default=None)
     ap.add_argument("--threshold", type=float, default=None, help="early-exit threshold for every exit")
     ap.add_argument("--generated", default=None, help="generated dir (default: generate into a temp dir)")
+    ap.add_argument("--defer_exits", action="store_true",
+                    help="deferred exits (ddi_set_defer_exits; ddi_runtime --defer_exits): one more boundary buffer")
     ap.add_argument("--json", nargs="?", const="-", default=None, help="write the JSON report to PATH (or stdout)")
     args = ap.parse_args(argv)
     if args.budget_macs is not None and args.budget_uj is not None:
@@ -365,7 +377,7 @@ def main(argv=None) -> int:
     kind, budget = ("uj", args.budget_uj) if args.budget_uj is not None else ("macs", args.budget_macs)
     try:
         res = verify(args.model_dir, args.data, args.limit, math.inf if budget is None else budget, kind,
-                     args.threshold, args.generated)
+                     args.threshold, args.generated, args.defer_exits)
     except (gen.GenError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

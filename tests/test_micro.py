@@ -135,6 +135,20 @@ def test_verify_under_budget_and_threshold(generated, test_npz, tmp_path):
     assert r.returncode == 2 and "below the cheapest way to an answer" in r.stderr
 
 
+def test_verify_deferred_exits_match_the_python_scheduler(generated, test_npz, tmp_path):
+    export_dir, manifest, out, _ = generated
+    for frac in (0.1, 0.5):  # binding budgets: deferred exits are kept, then answer or are superseded
+        budget = manifest["cheapest_answer_macs"] + frac * (manifest["full_macs"] - manifest["cheapest_answer_macs"])
+        report = tmp_path / f"verify_{frac}.json"
+        r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", "--limit=32",
+                    f"--budget_macs={budget}", "--defer_exits", f"--json={report}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        res = json.loads(report.read_text())
+        assert res["defer_exits"] is True and res["over_budget"] == 0
+        assert res["c_core_matches_python_scheduler"] == 1.0  # decisions, exit, cost and halting, sample by sample
+        assert res["arena_bytes"]["kept_buffer"] == res["arena_bytes"]["boundary_buffer"] > 0
+
+
 def test_missing_op_is_named(generated, test_npz, tmp_path):
     export_dir, manifest, out, _ = generated
     copy = tmp_path / "generated"

@@ -215,6 +215,61 @@ static void test_misuse(void) {
   CHECK(a.piece == DDI_MISUSE);
 }
 
+/* Deferred exits: runs one sample with both gates choosing w2; records (piece, keep, from_kept) per action. */
+typedef struct {
+  int piece[16], keep[16], from_kept[16];
+  int n;
+  ddi_result r;
+} dtrace;
+
+static dtrace run_deferred(double budget, int on) {
+  dtrace t;
+  ddi_state s;
+  int8_t g[3];
+  memset(&t, 0, sizeof t);
+  onehot(g, 3, 2);
+  CHECK(ddi_begin(&s, &g_model, DDI_COST_MACS, budget, NULL) == DDI_OK);
+  CHECK(ddi_set_defer_exits(&s, on) == DDI_OK);
+  for (;;) {
+    ddi_action a = ddi_next(&s);
+    if (a.piece == DDI_DONE || a.piece < 0 || t.n >= 16) break;
+    t.piece[t.n] = a.piece;
+    t.keep[t.n] = a.keep;
+    t.from_kept[t.n] = a.from_kept;
+    t.n++;
+    if (a.keep || a.identity) continue;
+    if (a.kind == DDI_GATE) CHECK(ddi_report_gate(&s, g, 3) == DDI_OK);
+    if (a.kind == DDI_EXIT) CHECK(ddi_report_exit(&s, kFlat[a.piece == 3 ? 0 : 1], 4) == DDI_OK);
+  }
+  t.r = ddi_get_result(&s);
+  CHECK(t.r.spent <= budget);
+  return t;
+}
+
+static void test_deferred_exits(void) {
+  ddi_state s;
+  dtrace t;
+  /* a budget that does not bind: exit0 is kept, not run; only the last exit runs and is charged */
+  t = run_deferred(10000.0, 1);
+  CHECK(t.n == 7 && t.piece[3] == 3 && t.keep[3] == 1 && t.piece[6] == 6 && t.keep[6] == 0);
+  CHECK(t.r.exit == 1 && t.r.halted == 0 && t.r.spent == 100.0 + 1.0 + 400.0 + 1.0 + 300.0 + 10.0);
+  /* 600: after block0 (501) exit0 is deferred (501 + 31 <= 600) with its 50 reserved; block1 fits only as a
+   * skip (502 + 20 + 50 <= 600), which its gate did not choose: the sample stops and exit0 answers */
+  t = run_deferred(600.0, 1);
+  CHECK(t.n == 6 && t.keep[3] == 1 && t.piece[4] == 4 && t.piece[5] == 3 && t.from_kept[5] == 1);
+  CHECK(t.r.exit == 0 && t.r.halted == 1 && t.r.spent == 502.0 + 50.0 && t.r.num_decisions == 1);
+  /* without deferral the same budget skips block1 to reach exit1 */
+  t = run_deferred(600.0, 0);
+  CHECK(t.n == 7 && t.keep[3] == 0 && t.r.exit == 1 && t.r.spent == 551.0 + 1.0 + 20.0 + 10.0);
+  /* 560: block1 does not fit at all with exit0's cost held: the deferred exit answers */
+  t = run_deferred(560.0, 1);
+  CHECK(t.n == 6 && t.from_kept[5] == 1 && t.r.exit == 0 && t.r.spent == 552.0);
+  /* deferral is set before the first piece only */
+  CHECK(ddi_begin(&s, &g_model, DDI_COST_MACS, INFINITY, NULL) == DDI_OK);
+  (void)ddi_next(&s);
+  CHECK(ddi_set_defer_exits(&s, 1) == DDI_ERR_STATE);
+}
+
 int main(void) {
   test_reserves();
   test_unlimited_runs_gate_choices();
@@ -226,6 +281,7 @@ int main(void) {
   test_early_exit();
   test_argmax_confidence();
   test_misuse();
+  test_deferred_exits();
   printf("test_sched: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
