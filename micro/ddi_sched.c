@@ -123,26 +123,32 @@ static ddi_action done_action(int32_t code) {
   return a;
 }
 
-/* The sample stops here: it is done, unless an exit is deferred, which then answers from the kept tensor. */
-static ddi_action halt(ddi_state *s) {
-  const ddi_option *o;
+/* The action for exit piece `piece` (option 0): kept for later (keep) or run on the kept tensor (from_kept). */
+static ddi_action exit_action(const ddi_state *s, int32_t piece, int32_t keep, int32_t from_kept) {
+  const ddi_option *o = &s->model->pieces[piece].options[0];
   ddi_action a;
-  s->halted = 1;
-  s->done = 1;
-  if (s->deferred < 0) return done_action(DDI_DONE);
-  o = &s->model->pieces[s->deferred].options[0];
-  s->spent += s->held;
-  s->macs += o->macs;
-  s->pending = s->deferred;
-  s->exit_j = s->deferred_j;
-  a.piece = s->deferred;
+  a.piece = piece;
   a.option = 0;
   a.kind = DDI_EXIT;
   a.identity = 0;
   a.model = o->model;
   a.model_len = o->model_len;
-  a.keep = 0;
-  a.from_kept = 1;
+  a.keep = keep;
+  a.from_kept = from_kept;
+  return a;
+}
+
+/* The sample stops here: it is done, unless an exit is deferred, which then answers from the kept tensor. */
+static ddi_action halt(ddi_state *s) {
+  ddi_action a;
+  s->halted = 1;
+  s->done = 1;
+  if (s->deferred < 0) return done_action(DDI_DONE);
+  a = exit_action(s, s->deferred, 0, 1);
+  s->spent += s->held;
+  s->macs += s->model->pieces[s->deferred].options[0].macs;
+  s->pending = s->deferred;
+  s->exit_j = s->deferred_j;
   s->deferred = -1;
   s->held = 0.0;
   return a;
@@ -195,13 +201,7 @@ ddi_action ddi_next(ddi_state *s) {
         s->deferred_j = s->exit_j;
         s->held = ddi_option_cost(o, s->cost_kind);
         s->exit_j += 1;
-        a.piece = s->next;
-        a.option = 0;
-        a.kind = DDI_EXIT;
-        a.identity = 0;
-        a.model = o->model;
-        a.model_len = o->model_len;
-        a.keep = 1;
+        a = exit_action(s, s->next, 1, 0);
         s->next += 1;
         return a;
       }
