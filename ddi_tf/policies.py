@@ -121,31 +121,51 @@ def calibrate_threshold(outputs: ExitOutputs, target_mean_cost: float, iters: in
 
 
 def simulate_budget(piece_costs: list[list[float]], kinds: list[str], reserves: list[float], chosen: list[int],
-                    budget: float) -> tuple[list[int], float, int]:
+                    budget: float, defer_exits: bool = False) -> tuple[list[int], float, int]:
     """The reservation rule for one sample, in plain Python (reference for tests and runtimes).
 
     Args:
-      piece_costs: option costs of each piece in order.
+      piece_costs: option costs of each piece in order (a block's cheapest option first).
       kinds: piece kinds.
       reserves: ``CostTable.reserves()``.
       chosen: for each piece the option it would run without a budget (gate choice; 0 for single-option
         pieces).
       budget: the sample's budget.
+      defer_exits: the board runtime's deferred exits (``Scheduler.run(defer_exits=True)``, no thresholds): an
+        exit whose next exit is cheaply affordable is kept instead of run (its cost reserved), answers only if
+        the sample stops before the next exit, and while it is kept a block the budget would cut down to its
+        skip option (its gate chose more) stops the sample.
 
     Returns:
-      (option run per piece or -1 where halted, cost spent, number of exits reached).
+      (option run per piece, -1 where halted and -2 for an exit kept but not run; cost spent, including a kept
+      exit that answered; number of exits reached, kept ones included).
     """
     spent, halted, ran, exits = 0.0, False, [], 0
-    for costs, kind, reserve, want in zip(piece_costs, kinds, reserves, chosen, strict=True):
-        if not halted and spent + min(costs) + reserve > budget:
+    held, kept = 0.0, False
+    n = len(piece_costs)
+    for i, (costs, kind, reserve, want) in enumerate(zip(piece_costs, kinds, reserves, chosen, strict=True)):
+        need = reserve if kind == "exit" or held <= reserve else held
+        if not halted and spent + min(costs) + need > budget:
             halted = True
         if halted:
             ran.append(-1)
             continue
+        if kind == "exit":
+            held, kept = 0.0, False  # superseded
+            exits += 1
+            if defer_exits and i + 1 < n and spent + (min(piece_costs[i + 1]) + reserves[i + 1]) <= budget:
+                held, kept = costs[0], True
+                ran.append(-2)
+                continue
         opt = want
-        while opt > 0 and spent + costs[opt] + reserve > budget:
+        while opt > 0 and spent + costs[opt] + need > budget:
             opt -= 1
+        if kept and opt == 0 < want:
+            halted = True
+            ran.append(-1)
+            continue
         spent += costs[opt]
         ran.append(opt)
-        exits += kind == "exit"
+    if kept:  # stopped before the next exit: the kept exit answers
+        spent += held
     return ran, spent, exits

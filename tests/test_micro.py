@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 MICRO = Path(__file__).resolve().parents[1] / "micro"
 sys.path.insert(0, str(MICRO))
@@ -168,3 +170,74 @@ def test_missing_op_is_named(generated, test_npz, tmp_path):
     assert users and set(res["missing_ops"]) == set(users)
     assert all(dropped in ops for ops in res["missing_ops"].values())
     assert f"uses op(s) {dropped}" in r.stderr and users[0] in r.stderr
+
+
+def _random_table(data) -> tuple[dict, list[str], list[list[float]], list[int]]:
+    """A random DDI piece table (stem, then gate + block [+ exit] per block, ending in an exit) with integer
+    MAC costs, and each piece's unbudgeted choice."""
+    kinds, costs, chosen = ["fixed"], [[float(data.draw(st.integers(0, 1000)))]], [0]
+    n_blocks = data.draw(st.integers(1, 6))
+    for b in range(n_blocks):
+        n = data.draw(st.integers(1, 4))
+        kinds += ["gate", "block"]
+        costs += [[float(data.draw(st.integers(0, 50)))],
+                  sorted(float(v) for v in data.draw(st.lists(st.integers(0, 5000), min_size=n, max_size=n)))]
+        chosen += [0, data.draw(st.integers(0, n - 1))]
+        if b == n_blocks - 1 or data.draw(st.booleans()):
+            kinds.append("exit")
+            costs.append([float(data.draw(st.integers(1, 300)))])
+            chosen.append(0)
+    pieces, counters = [], {}
+    for kind, c in zip(kinds, costs, strict=True):
+        index = counters.get(kind, 0)
+        counters[kind] = index + 1
+        options = [{"name": f"o{k}", "bytes": 4, "arena_bytes": 0, "identity": False, "input_edge": -1,
+                    "output_edge": -1, "num_outputs": 4, "out_scale": 0.1, "out_zero_point": 0, "macs": v,
+                    "energy_uj": 0.0, "latency_us": 0.0} for k, v in enumerate(c)]
+        pieces.append({"name": f"{kind}{index}", "kind": kind, "index": index, "options": options})
+    table = {"pieces": pieces, "edges": [], "num_exits": counters["exit"], "num_classes": 4, "arena_bytes": 0,
+             "max_boundary_bytes": 0}
+    return table, kinds, costs, chosen
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), defer=st.booleans())
+def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
+    """The C core and ddi_tf.policies.simulate_budget (the rule the runtime and the Keras policy follow) take the
+    same decisions, spend the same and answer from the same exit, with and without deferred exits."""
+    import numpy as np
+    import verify
+
+    from ddi_tf import policies
+    from ddi_tf.costs import CostTable
+
+    table, kinds, costs, chosen = _random_table(data)
+    reserves = list(CostTable("macs", tuple(p["name"] for p in table["pieces"]), tuple(kinds),
+                              tuple(map(tuple, costs))).reserves())
+    core = verify.Core(verify.load_lib(), table)
+    cheapest = core.cheapest(verify.COST_MACS)
+    full = sum(max(c) for c in costs)
+    budget = float(data.draw(st.integers(int(cheapest), int(full) + 1)))
+    want = {p["name"]: chosen[i] for i, p in enumerate(table["pieces"])}
+    gate_of = {}  # a gate's answer: the option its block (the next piece) wants
+    for i, p in enumerate(table["pieces"]):
+        if p["kind"] == "gate":
+            gate_of[p["name"]] = (want[table["pieces"][i + 1]["name"]], len(costs[i + 1]))
+
+    def invoke(piece, option, x):
+        if piece in gate_of:
+            k, n = gate_of[piece]
+            return np.array([[100 if j == k else -100 for j in range(n)]], np.int8)
+        if piece.startswith("exit"):
+            return np.array([[0, 0, 1, 0]], np.int8)
+        return x
+
+    c = core.run(np.zeros((32, 32, 3), np.uint8), invoke, budget, verify.COST_MACS, None, defer)
+    ran, spent, exits = policies.simulate_budget(costs, kinds, reserves, chosen, budget, defer_exits=defer)
+    assert spent <= budget and c["spent"] == spent
+    assert c["exit"] == exits - 1 >= 0
+    assert c["decisions"] == [r for r, k in zip(ran, kinds, strict=True) if k == "block" and r >= 0]
+    if defer:  # after the first exit, the budget never cuts a block down to a skip its gate did not choose
+        first = kinds.index("exit")
+        assert all(not (r == 0 < w) for r, w, k in zip(ran[first:], chosen[first:], kinds[first:], strict=True)
+                   if k == "block")
