@@ -44,6 +44,8 @@ def markdown(reports: dict[str, dict]) -> str:
             lines.append(_fmt_row(label, "exit, learned gates", f"exit{r['exit']}", r, ref))
         for r in rep.get("anytime", []):
             lines.append(_fmt_row(label, "anytime budget (gates full)", f"budget {r['budget_fraction']:.2f}", r, ref))
+        for r in rep.get("budget_deferred", []):
+            lines.append(_fmt_row(label, "budget, exits deferred", f"budget {r['budget_fraction']:.2f}", r, ref))
         for r in rep.get("threshold", []):
             lines.append(_fmt_row(label, "thresholds (learned gates)",
                                   f"target {r['target_fraction']:.2f}, t={r['threshold']:.3f}", r, ref))
@@ -71,7 +73,8 @@ def operating_points(rep: dict, unit: str = "macs", latency_sha256: str | None =
     if unit == "ms" and latency_sha256 is not None and rep.get("latency_table_sha256") != latency_sha256:
         return []
     points = []
-    for key in ("exits_all_full", "exits_learned_gates", "anytime", "threshold", "ddi", "ddi_pareto"):
+    for key in ("exits_all_full", "exits_learned_gates", "anytime", "budget_deferred", "threshold", "ddi",
+                "ddi_pareto"):
         for r in rep.get(key, []):
             if f"mean_{unit}" in r:
                 points.append((float(r[f"mean_{unit}"]), float(r["accuracy"]), key))

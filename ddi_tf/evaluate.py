@@ -68,7 +68,8 @@ class Predictor:
             def fn(images, budgets):
                 inputs = {"image": images, "budget": budgets} if self.budget_input else images
                 out = model(inputs, training=False)
-                return {k: v for k, v in out.items() if k.startswith("exit") or k.endswith("_decision")}
+                return {k: v for k, v in out.items()
+                        if k.startswith("exit") or k.endswith("_decision") or k == "total_cost"}
 
             self._fns[mode] = fn
         fn = self._fns[mode]
@@ -143,6 +144,18 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
         report["anytime"].append(_row(res, budget_fraction=f, budget_macs=budget))
 
     mode = "learned" if gated else "full"
+    # the board runtime's deployment setting (--defer_exits): budget only, exits deferred
+    defer_model = build_model(cfg, table, budget_input=True, defer_exits=True)
+    copy_weights(model, defer_model)
+    run_deferred = Predictor(defer_model, batch_size, mean, std)
+    report["budget_deferred"] = []
+    for f in budget_fractions:
+        budget = f * full
+        if budget < table.cheapest_answer():
+            continue
+        res = policies.evaluate(run_deferred(*test, mode=mode, budget=budget), budget=budget)
+        report["budget_deferred"].append(_row(res, budget_fraction=f, budget_macs=budget))
+
     if have_val:
         report["threshold"] = []
         val_out, test_out = run(*val, mode=mode), run(*test, mode=mode)
@@ -221,13 +234,14 @@ def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
             continue
         series = [("exits (all full)", rep.get("exits_all_full", []), "--"),
                   ("anytime budget", rep.get("anytime", []), ":"),
+                  ("budget, exits deferred", rep.get("budget_deferred", []), (0, (1, 1))),
                   ("thresholds (learned gates)", rep.get("threshold", []), "-."),
                   ("DDI (gates+exits+budget)", rep.get("ddi_pareto", []), "-")]
         for name, rows, ls in series:
             if not rows:
                 continue
             rows = sorted(rows, key=lambda r: r["mean_macs"])
-            ax.plot([r["mean_macs"] / scale for r in rows], [100 * r["accuracy"] for r in rows], ls, marker=m,
+            ax.plot([r["mean_macs"] / scale for r in rows], [100 * r["accuracy"] for r in rows], linestyle=ls, marker=m,
                     label=f"{label}: {name}" if label else name, markersize=4)
     ax.set_xlabel("mean MACs per image (millions)")
     ax.set_ylabel("test accuracy (%)")

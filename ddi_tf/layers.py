@@ -191,24 +191,74 @@ class BudgetGuard(keras.layers.Layer):
     Inputs: ``[state]`` or ``[state, onehot]``, plus ``budget`` (B,) last when ``use_budget``.
     Outputs: ``state'`` or ``[state', onehot']``.
 
+    With ``defer`` (deferred exits, the board runtime's ``--defer_exits``; budget-only policies) the state is
+    (B, 4): spent, halted, the kept exit's cost and a kept flag. An exit (``ahead``: the cheapest way from after
+    it to the next exit; None for the last) whose next exit is affordable is kept instead of charged; it stays
+    reserved, answers (and is charged) if the sample stops before the next exit, and while it is kept a block
+    the budget would cut down to its skip option (its gate chose more) stops the sample. The same rule as
+    ``ddi_tf.policies.simulate_budget(defer_exits=True)``.
+
     Args:
       costs: cost of each option, cheapest first.
       reserve: cheapest cost from after this piece to the next exit (0 for exits).
       use_budget: whether a budget input is given (without it nothing halts: cost accounting only).
+      defer: deferred exits (needs ``use_budget``).
+      is_exit: this piece is an exit.
+      ahead: for an exit with ``defer``, the cheapest way from after it to the next exit (None: last exit).
     """
 
-    def __init__(self, costs: list[float], reserve: float = 0.0, use_budget: bool = False, **kwargs):
+    def __init__(self, costs: list[float], reserve: float = 0.0, use_budget: bool = False, defer: bool = False,
+                 is_exit: bool = False, ahead: float | None = None, **kwargs):
         kwargs.setdefault("dtype", "float64")
         super().__init__(**kwargs)
         self.costs = [float(c) for c in costs]
         self.reserve = float(reserve)
         self.use_budget = bool(use_budget)
+        self.defer = bool(defer)
+        self.is_exit = bool(is_exit)
+        self.ahead = None if ahead is None else float(ahead)
+        if self.defer and not self.use_budget:
+            raise ValueError("deferred exits need a budget input (use_budget=True)")
+
+    def _call_deferred(self, state: tf.Tensor, onehot, budget: tf.Tensor):
+        spent, halted, held, kept = (state[:, i] for i in range(4))
+        costs = tf.constant(self.costs, tf.float64)
+        need = tf.fill(tf.shape(spent), tf.constant(self.reserve, tf.float64)) if self.is_exit else \
+            tf.maximum(tf.constant(self.reserve, tf.float64), held)
+        alive = 1.0 - halted
+        stop = alive * tf.cast(spent + costs[0] + need > budget, tf.float64)
+        if onehot is None:
+            run = alive - stop
+            keep = tf.zeros_like(run)
+            if self.is_exit and self.ahead is not None:
+                keep = run * tf.cast(spent + self.ahead <= budget, tf.float64)
+            spent = spent + (run - keep) * costs[0] + stop * kept * held  # (a kept exit answers a stop)
+            if self.is_exit:  # this exit supersedes a kept one
+                held, kept = keep * costs[0], keep
+            else:
+                held, kept = held * (1.0 - stop), kept * (1.0 - stop)
+            return tf.stack([spent, halted + stop, held, kept], axis=1)
+        n = len(self.costs)
+        oh = tf.cast(onehot, tf.float64)
+        chosen = tf.argmax(oh, axis=-1, output_type=tf.int32)
+        ks = tf.range(n, dtype=tf.int32)
+        fits = (spent[:, None] + costs[None, :] + need[:, None] <= budget[:, None]) & (ks[None, :] <= chosen[:, None])
+        best = tf.reduce_max(tf.where(fits, ks[None, :], 0), axis=-1)
+        stop = stop + (alive - stop) * kept * tf.cast((best == 0) & (chosen > 0), tf.float64)
+        run = alive - stop
+        best = tf.where(run > 0, best, 0)
+        oh = tf.where((best != chosen)[:, None], tf.one_hot(best, n, dtype=tf.float64), oh)
+        spent = spent + run * tf.reduce_sum(oh * costs[None, :], axis=-1) + stop * kept * held
+        state = tf.stack([spent, halted + stop, held * (1.0 - stop), kept * (1.0 - stop)], axis=1)
+        return [state, tf.cast(oh, tf.float32)]
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         budget = tf.cast(inputs.pop(), tf.float64) if self.use_budget else None
         state = tf.cast(inputs[0], tf.float64)
         onehot = inputs[1] if len(inputs) > 1 else None
+        if self.defer:
+            return self._call_deferred(state, onehot, tf.reshape(budget, [-1]))
         spent, halted = state[:, 0], state[:, 1]
         costs = tf.constant(self.costs, tf.float64)
         if budget is not None:
@@ -234,7 +284,7 @@ class BudgetGuard(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "costs": self.costs, "reserve": self.reserve,
-                "use_budget": self.use_budget}
+                "use_budget": self.use_budget, "defer": self.defer, "is_exit": self.is_exit, "ahead": self.ahead}
 
 
 @keras.utils.register_keras_serializable(package="ddi_tf")

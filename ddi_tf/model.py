@@ -44,16 +44,17 @@ BN_EPSILON = 1e-5
 class _Builder:
     """Builds the functional graph piece by piece, threading the cost state through BudgetGuards."""
 
-    def __init__(self, cfg: ModelConfig, table: CostTable, budget_input: bool):
+    def __init__(self, cfg: ModelConfig, table: CostTable, budget_input: bool, defer_exits: bool = False):
         self.cfg = cfg
         self.table = table
         self.reserves = table.reserves()
         self.budget_input = budget_input
+        self.defer = defer_exits
         self.reg = keras.regularizers.L2(cfg.weight_decay / 2) if cfg.weight_decay else None
         self.outputs: dict[str, tf.Tensor] = {}
         self.image = keras.Input((32, 32, 3), name="image")
         self.budget = keras.Input((), name="budget", dtype="float64") if budget_input else None
-        self.state = BatchZeros(2, dtype="float64", name="cost_init")(self.image)
+        self.state = BatchZeros(4 if defer_exits else 2, dtype="float64", name="cost_init")(self.image)
         self.exit_index = 0
         self.rnn_state: list[tf.Tensor] | None = None
         self.shared: dict[str, keras.layers.Layer] = {}
@@ -72,7 +73,12 @@ class _Builder:
     def guard(self, piece: str, onehot=None):
         i = self.table.index(piece)
         args = [self.state] + ([onehot] if onehot is not None else []) + ([self.budget] if self.budget_input else [])
-        out = BudgetGuard(list(self.table.costs[i]), self.reserves[i], self.budget_input, name=f"{piece}_guard")(args)
+        is_exit = self.table.kinds[i] == "exit"
+        ahead = None  # deferred exits: the cheapest way from after this exit to the next one
+        if self.defer and is_exit and i + 1 < len(self.table.costs):
+            ahead = min(self.table.costs[i + 1]) + self.reserves[i + 1]
+        out = BudgetGuard(list(self.table.costs[i]), self.reserves[i], self.budget_input, defer=self.defer,
+                          is_exit=is_exit, ahead=ahead, name=f"{piece}_guard")(args)
         if onehot is None:
             self.state = out
             return None
@@ -198,7 +204,7 @@ class _Builder:
 
 
 def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: bool = False,
-                name: str | None = None) -> keras.Model:
+                name: str | None = None, defer_exits: bool = False) -> keras.Model:
     """Builds the DDI network (or the static backbone when ``cfg.gate_type == 'none'``).
 
     Args:
@@ -207,6 +213,9 @@ def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: 
       budget_input: add a ``budget`` input (B,) and enforce it per sample (the evaluation-time policy);
         without it the model only accounts costs.
       name: model name.
+      defer_exits: deferred exits under the budget (the board runtime's ``--defer_exits``; needs
+        ``budget_input``; for budget-only policies): adds ``total_cost`` (B,), what each sample spent in all,
+        kept exits that answered included (``exit{j}_cost`` then leaves out kept exits).
 
     Returns:
       A functional model taking ``image`` (B, 32, 32, 3) normalised float32 (and ``budget``) and
@@ -216,8 +225,12 @@ def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: 
     expected = [p.name for p in build_pieces(cfg)]
     if list(table.names) != expected:
         raise ValueError(f"cost table pieces {list(table.names)} do not match the model's {expected}")
-    builder = _Builder(cfg, table, budget_input)
+    if defer_exits and not budget_input:
+        raise ValueError("deferred exits need budget_input=True")
+    builder = _Builder(cfg, table, budget_input, defer_exits)
     builder.resnet() if cfg.backbone == "resnet" else builder.densenet()
+    if defer_exits:
+        builder.outputs["total_cost"] = CostState(name="total_state")(builder.state)[0]
     inputs = {"image": builder.image, "budget": builder.budget} if budget_input else builder.image
     default = f"ddi_{cfg.backbone}{cfg.depth}" if cfg.gated else f"static_{cfg.backbone}{cfg.depth}"
     return keras.Model(inputs, builder.outputs, name=name or default)

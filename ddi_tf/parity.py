@@ -71,7 +71,9 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
 
     For each budget (a fraction of the full cost): both accuracies, the int8 path's mean/max MACs, samples
     over budget (must be 0) and the fraction of identical predictions. With ``qat_model`` (the run's QAT
-    model) also the QAT model's accuracy under the same budgets and its agreement with int8.
+    model) also the QAT model's accuracy under the same budgets and its agreement with int8. The same again
+    with exits deferred on both sides (keys prefixed ``deferred_``: ``build_model(defer_exits=True)`` against
+    ``Scheduler.run(defer_exits=True)``).
     """
     from ddi_tf.arch import build_pieces
     from ddi_tf.costs import cost_table
@@ -80,16 +82,17 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     from ddi_tf.policies import choose_exit
 
     table = cost_table(build_pieces(cfg), "macs")
-    budget_model = build_model(cfg, table, budget_input=True)
-    copy_weights(model, budget_model)
-    run = Predictor(budget_model, batch_size, mean, std)
-    run_qat = None
-    if qat_model is not None:
-        from ddi_tf import qat
+    runs, runs_qat = {}, {}
+    for defer in (False, True):  # the Keras policy with every exit run, and with exits deferred
+        budget_model = build_model(cfg, table, budget_input=True, defer_exits=defer)
+        copy_weights(model, budget_model)
+        runs[defer] = Predictor(budget_model, batch_size, mean, std)
+        if qat_model is not None:
+            from ddi_tf import qat
 
-        budget_qat = qat.quantize_model(budget_model)
-        qat.copy_qat_variables(qat_model, budget_qat)
-        run_qat = Predictor(budget_qat, batch_size, mean, std)
+            budget_qat = qat.quantize_model(budget_model)
+            qat.copy_qat_variables(qat_model, budget_qat)
+            runs_qat[defer] = Predictor(budget_qat, batch_size, mean, std)
     sched = _scheduler(model_dir)
     plan = sched.costs("macs")
 
@@ -102,19 +105,22 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     rows = []
     for f in fractions:
         budget = f * table.full_cost()
-        keras_pred = budget_pred(run, budget)
-        res = [sched.run(img, budget, "macs", None, plan) for img in images]
-        pred = np.array([r.pred for r in res])
-        cost = np.array([r.cost for r in res])
-        rows.append({"budget_fraction": f, "budget_macs": budget,
-                     "float_accuracy": float((keras_pred == labels).mean()),
-                     "int8_accuracy": float((pred == labels).mean()), "int8_mean_macs": float(cost.mean()),
-                     "int8_max_macs": float(cost.max()), "over_budget": int((cost > budget).sum()),
-                     "prediction_agreement": float((pred == keras_pred).mean())})
-        if run_qat is not None:
-            q_pred = budget_pred(run_qat, budget)
-            rows[-1].update({"qat_accuracy": float((q_pred == labels).mean()),
-                             "qat_prediction_agreement": float((pred == q_pred).mean())})
+        row = {"budget_fraction": f, "budget_macs": budget}
+        for defer, prefix in ((False, ""), (True, "deferred_")):
+            keras_pred = budget_pred(runs[defer], budget)
+            res = [sched.run(img, budget, "macs", None, plan, defer_exits=defer) for img in images]
+            pred = np.array([r.pred for r in res])
+            cost = np.array([r.cost for r in res])
+            row.update({f"{prefix}float_accuracy": float((keras_pred == labels).mean()),
+                        f"{prefix}int8_accuracy": float((pred == labels).mean()),
+                        f"{prefix}int8_mean_macs": float(cost.mean()), f"{prefix}int8_max_macs": float(cost.max()),
+                        f"{prefix}over_budget": int((cost > budget).sum()),
+                        f"{prefix}prediction_agreement": float((pred == keras_pred).mean())})
+            if defer in runs_qat:
+                q_pred = budget_pred(runs_qat[defer], budget)
+                row.update({f"{prefix}qat_accuracy": float((q_pred == labels).mean()),
+                            f"{prefix}qat_prediction_agreement": float((pred == q_pred).mean())})
+        rows.append(row)
     return rows
 
 

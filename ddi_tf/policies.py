@@ -51,9 +51,15 @@ class ExitOutputs:
         logits = np.stack([out[f"exit{j}_logits"] for j in range(e)], axis=1).astype(np.float64)
         z = logits - logits.max(axis=-1, keepdims=True)
         p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-        return cls(probs_max=p.max(axis=-1), pred=logits.argmax(axis=-1),
-                   cost=np.stack([out[f"exit{j}_cost"] for j in range(e)], axis=1).astype(np.float64),
-                   reached=np.stack([out[f"exit{j}_reached"] for j in range(e)], axis=1) > 0.5,
+        cost = np.stack([out[f"exit{j}_cost"] for j in range(e)], axis=1).astype(np.float64)
+        reached = np.stack([out[f"exit{j}_reached"] for j in range(e)], axis=1) > 0.5
+        if "total_cost" in out:
+            # deferred exits (budget-only policies): the last exit a sample reached answers it, and it is charged
+            # what the sample spent in all (a kept exit is charged only if it answers)
+            rows = np.flatnonzero(reached.any(axis=1))
+            last = e - 1 - reached[rows, ::-1].argmax(axis=1)
+            cost[rows, last] = np.asarray(out["total_cost"], np.float64)[rows]
+        return cls(probs_max=p.max(axis=-1), pred=logits.argmax(axis=-1), cost=cost, reached=reached,
                    labels=np.asarray(labels),
                    decisions={k: v for k, v in out.items() if k.endswith("_decision")})
 

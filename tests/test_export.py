@@ -93,6 +93,9 @@ def test_qat_export_imposes_the_qat_ranges_and_matches_the_qat_model(exported_qa
     rows = budget_sweep(model, cfg, out, data.x_test, data.y_test, mean, std, [0.6], qat_model=q)
     assert rows[0]["over_budget"] == 0
     assert rows[0]["qat_prediction_agreement"] >= 0.97  # the QAT model under the same hard budget
+    # exits deferred on both sides (the Keras policy with build_model(defer_exits=True), the runtime's flag)
+    assert rows[0]["deferred_over_budget"] == 0
+    assert rows[0]["deferred_qat_prediction_agreement"] >= 0.97
 
 
 def test_manifest_is_self_sufficient(exported):

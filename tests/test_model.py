@@ -398,3 +398,43 @@ def test_exit_costs_from_the_recorded_decisions_equal_the_models_own(budget_mode
     np.testing.assert_allclose(exit_costs(energy, free.decisions, 8), e_out.cost, rtol=1e-9)
     free.extra_costs = {"uj": e_out.cost}
     assert policies.evaluate(free)["mean_uj"] == pytest.approx(e_out.cost[:, -1].mean())
+
+
+@pytest.fixture(scope="module")
+def deferred_model(budget_model):
+    bm, table, _ = budget_model
+    dm = build_model(dataclasses.replace(TINY, groups=4), table, budget_input=True, defer_exits=True)
+    copy_weights(bm, dm)
+    return dm, table
+
+
+@settings(max_examples=30, deadline=None)
+@given(frac=st.floats(0.0, 1.0), option=st.integers(0, 4), seed=st.integers(0, 1000))
+def test_keras_deferred_exits_follow_the_reference_rule(deferred_model, frac, option, seed):
+    """In-graph deferred exits (BudgetGuard(defer=True)) take the decisions, spend and answer of
+    policies.simulate_budget(defer_exits=True), the rule the board runtime and the C core follow."""
+    dm, table = deferred_model
+    set_gate_mode(dm, "fixed", fixed_option=option)
+    lo, hi = table.cheapest_answer(), table.full_cost()
+    budgets = lo + (hi - lo) * np.random.default_rng(seed).uniform(0, 1, 4) * frac
+    out = {k: v.numpy() for k, v in dm({"image": _x(4, seed), "budget": tf.constant(budgets, tf.float64)},
+                                       training=False).items()}
+    set_gate_mode(dm, "learned")
+    outputs = policies.ExitOutputs.from_model_outputs(out, np.zeros(4, int))
+    chosen = [option if k == "block" else 0 for k in table.kinds]
+    blocks = [i for i, k in enumerate(table.kinds) if k == "block"]
+    for s in range(4):
+        ran, spent, exits = policies.simulate_budget([list(c) for c in table.costs], list(table.kinds),
+                                                     list(table.reserves()), chosen, budgets[s], defer_exits=True)
+        assert out["total_cost"][s] == spent <= budgets[s]
+        assert np.flatnonzero(outputs.reached[s]).max() == exits - 1
+        for b, i in enumerate(blocks):
+            if ran[i] >= 0:
+                assert out[f"block{b}_decision"][s].argmax() == ran[i]
+    res = policies.evaluate(outputs, budget=None)
+    assert res["unanswered"] == 0 and res["max_cost"] == out["total_cost"].max()
+
+
+def test_deferred_exits_need_a_budget_input():
+    with pytest.raises(ValueError, match="budget"):
+        build_model(TINY, defer_exits=True)
