@@ -1,6 +1,7 @@
 """Parity between the Keras model and the exported int8 pieces, run in order by a minimal reference loop.
 
-    python -m ddi_tf.parity --workdir=W --model_dir=D [--limit=1000] [--budget_fractions=...] [--json=out.json]
+    python -m ddi_tf.parity --workdir=W --model_dir=D [--limit=1000] [--budget_fractions=...] [--layers]
+        [--json=out.json]
 
 The int8 side is the board runtime's scheduler (``tflite/ddi_runtime``) over ``D/stages`` with LiteRT's
 builtin kernels and no delegate (bit-identical to tflite-runtime and tf.lite without delegates): following
@@ -63,6 +64,54 @@ def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_siz
         "exit_agreement_min": float((t_exit == k_exit).mean(axis=0).min()),
         "int8_decisions": t_dec, "int8_exit_pred": t_exit, "keras_exit_pred": k_exit,
     }
+
+
+def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_size: int = 100) -> list[dict]:
+    """Where int8 and its Keras reference part: element by element, the int8 feature maps after the stem and
+    after every block (every block at its widest option) against the Keras model's on the int8 grid.
+
+    Returns one row per tensor: the fractions of elements equal, one int8 step apart and further apart. Against
+    a QAT model the int8 pieces compute the same arithmetic up to integer rounding; the rows show how those
+    rounding differences grow with depth.
+    """
+    import tf_keras as keras
+
+    from ddi_tf.data import normalize
+    from ddi_tf.model import set_gate_mode
+
+    names = ["stem_relu"] + [f"block{b}_relu2" for b in range(cfg.num_blocks)]
+    layer_names = {layer.name for layer in model.layers}
+    outputs = [model.get_layer(n if n in layer_names else f"quant_{n}").output for n in names]
+    if cfg.gated:
+        set_gate_mode(model, "full")
+    sub = keras.Model(model.input, outputs)
+    ref: list[list[np.ndarray]] = [[] for _ in names]
+    for s in range(0, len(images), batch_size):
+        for i, v in enumerate(sub(normalize(images[s:s + batch_size], mean, std), training=False)):
+            ref[i].append(v.numpy())
+    if cfg.gated:
+        set_gate_mode(model, "learned")
+    sched = _scheduler(model_dir)
+    pieces = {p["name"]: p for p in sched.manifest["pieces"]}
+    steps = [("stem", pieces["stem"]["options"][0])] + [
+        (f"block{b}", pieces[f"block{b}"]["options"][-1]) for b in range(cfg.num_blocks)]
+    int8: list[list[np.ndarray]] = [[] for _ in steps]
+    for img in images:
+        x = (np.asarray(img, np.uint8) ^ np.uint8(128)).view(np.int8)[None]
+        for i, (piece, option) in enumerate(steps):
+            interp, a, o = sched.interps[(piece, option["name"])]
+            interp.set_tensor(a, x)
+            interp.invoke()
+            x = interp.get_tensor(o)
+            int8[i].append(x)
+    rows = []
+    for i, (_, option) in enumerate(steps):
+        q = option["output"]
+        grid = np.round(np.concatenate(ref[i]).astype(np.float64) / q["scale"]) + q["zero_point"]
+        d = np.abs(np.concatenate(int8[i]).astype(np.int64) - grid)
+        rows.append({"tensor": names[i], "equal": float((d == 0).mean()), "one_step": float((d == 1).mean()),
+                     "more": float((d > 1).mean())})
+    return rows
 
 
 def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndarray, mean, std,
@@ -149,6 +198,8 @@ def main(argv: list[str]) -> None:
     res["int8_accuracy_last_exit"] = float((res["int8_exit_pred"][:, -1] == y).mean())
     res["keras_accuracy_last_exit"] = float((res["keras_exit_pred"][:, -1] == y).mean())
     out = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}
+    if FLAGS.layers:
+        out["edge_agreement"] = edge_agreement(qat_model or model, cfg, FLAGS.model_dir, x[:200], mean, std)
     if FLAGS.budget_fractions:
         out["budgets"] = budget_sweep(model, cfg, FLAGS.model_dir, x, y, mean, std,
                                       [float(v) for v in FLAGS.budget_fractions], qat_model=qat_model)
@@ -165,6 +216,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("model_dir", None, "Export directory.")
     flags.DEFINE_integer("limit", 1000, "Test images (0: all).")
     flags.DEFINE_string("json", None, "Also write the result here.")
+    flags.DEFINE_boolean("layers", False, "Also compare the feature maps after the stem and every block, element "
+                         "by element on the int8 grid (200 images, every block at full width).")
     flags.DEFINE_list("budget_fractions", ["0.25", "0.5", "0.75", "1.0"],
                       "Budgets (fractions of the full MACs) at which float and int8 accuracy are compared.")
     flags.mark_flags_as_required(["workdir", "model_dir"])

@@ -12,7 +12,7 @@ import pytest
 import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
 from ddi_tf import export as export_lib
-from ddi_tf.parity import budget_sweep, compare
+from ddi_tf.parity import budget_sweep, compare, edge_agreement
 
 
 def test_every_piece_option_is_exported_fully_int8(exported):
@@ -96,6 +96,12 @@ def test_qat_export_imposes_the_qat_ranges_and_matches_the_qat_model(exported_qa
     # exits deferred on both sides (the Keras policy with build_model(defer_exits=True), the runtime's flag)
     assert rows[0]["deferred_over_budget"] == 0
     assert rows[0]["deferred_qat_prediction_agreement"] >= 0.97
+    # feature maps element by element on the int8 grid: the stem (exact input) agrees almost everywhere, and
+    # no tensor is more than one step off for more than a few percent of its elements
+    edges = edge_agreement(q, cfg, out, data.x_test[:32], mean, std)
+    assert [e["tensor"] for e in edges] == ["stem_relu"] + [f"block{b}_relu2" for b in range(cfg.num_blocks)]
+    assert edges[0]["equal"] >= 0.98
+    assert all(abs(e["equal"] + e["one_step"] + e["more"] - 1) < 1e-9 and e["more"] <= 0.05 for e in edges)
 
 
 def test_manifest_is_self_sufficient(exported):
