@@ -220,11 +220,19 @@ class BudgetGuard(keras.layers.Layer):
         if self.defer and not self.use_budget:
             raise ValueError("deferred exits need a budget input (use_budget=True)")
 
-    def _call_deferred(self, state: tf.Tensor, onehot, budget: tf.Tensor):
-        spent, halted, held, kept = (state[:, i] for i in range(4))
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        budget = tf.reshape(tf.cast(inputs.pop(), tf.float64), [-1]) if self.use_budget else None
+        state = tf.cast(inputs[0], tf.float64)
+        onehot = inputs[1] if len(inputs) > 1 else None
+        spent, halted = state[:, 0], state[:, 1]
+        # without deferred exits nothing is ever kept: the same rule with held = kept = 0 (a 2-column state)
+        held, kept = (state[:, 2], state[:, 3]) if self.defer else (tf.zeros_like(spent), tf.zeros_like(spent))
+        if budget is None:  # cost accounting only: nothing halts or is cut down
+            budget = tf.fill(tf.shape(spent), tf.constant(float("inf"), tf.float64))
         costs = tf.constant(self.costs, tf.float64)
-        need = tf.fill(tf.shape(spent), tf.constant(self.reserve, tf.float64)) if self.is_exit else \
-            tf.maximum(tf.constant(self.reserve, tf.float64), held)
+        reserve = tf.constant(self.reserve, tf.float64)
+        need = tf.fill(tf.shape(spent), reserve) if self.is_exit else tf.maximum(reserve, held)
         alive = 1.0 - halted
         stop = alive * tf.cast(spent + costs[0] + need > budget, tf.float64)
         if onehot is None:
@@ -237,7 +245,7 @@ class BudgetGuard(keras.layers.Layer):
                 held, kept = keep * costs[0], keep
             else:
                 held, kept = held * (1.0 - stop), kept * (1.0 - stop)
-            return tf.stack([spent, halted + stop, held, kept], axis=1)
+            return self._state(spent, halted + stop, held, kept)
         n = len(self.costs)
         oh = tf.cast(onehot, tf.float64)
         chosen = tf.argmax(oh, axis=-1, output_type=tf.int32)
@@ -249,38 +257,10 @@ class BudgetGuard(keras.layers.Layer):
         best = tf.where(run > 0, best, 0)
         oh = tf.where((best != chosen)[:, None], tf.one_hot(best, n, dtype=tf.float64), oh)
         spent = spent + run * tf.reduce_sum(oh * costs[None, :], axis=-1) + stop * kept * held
-        state = tf.stack([spent, halted + stop, held * (1.0 - stop), kept * (1.0 - stop)], axis=1)
-        return [state, tf.cast(oh, tf.float32)]
+        return [self._state(spent, halted + stop, held * (1.0 - stop), kept * (1.0 - stop)), tf.cast(oh, tf.float32)]
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
-        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        budget = tf.cast(inputs.pop(), tf.float64) if self.use_budget else None
-        state = tf.cast(inputs[0], tf.float64)
-        onehot = inputs[1] if len(inputs) > 1 else None
-        if self.defer:
-            return self._call_deferred(state, onehot, tf.reshape(budget, [-1]))
-        spent, halted = state[:, 0], state[:, 1]
-        costs = tf.constant(self.costs, tf.float64)
-        if budget is not None:
-            budget = tf.reshape(budget, [-1])
-            halted = tf.maximum(halted, tf.cast(spent + costs[0] + self.reserve > budget, tf.float64))
-        if onehot is None:
-            cost = tf.fill(tf.shape(spent), costs[0])
-            spent = spent + (1.0 - halted) * cost
-            return tf.stack([spent, halted], axis=1)
-        n = len(self.costs)
-        oh = tf.cast(onehot, tf.float64)
-        if budget is not None:
-            chosen = tf.argmax(oh, axis=-1, output_type=tf.int32)
-            ks = tf.range(n, dtype=tf.int32)
-            fits = spent[:, None] + costs[None, :] + self.reserve <= budget[:, None]
-            fits &= ks[None, :] <= chosen[:, None]
-            best = tf.reduce_max(tf.where(fits, ks[None, :], 0), axis=-1)
-            best = tf.where(halted > 0, 0, best)
-            oh = tf.where((best != chosen)[:, None], tf.one_hot(best, n, dtype=tf.float64), oh)
-        cost = tf.reduce_sum(oh * costs[None, :], axis=-1)
-        spent = spent + (1.0 - halted) * cost
-        return [tf.stack([spent, halted], axis=1), tf.cast(oh, tf.float32)]
+    def _state(self, spent, halted, held, kept) -> tf.Tensor:
+        return tf.stack([spent, halted, held, kept] if self.defer else [spent, halted], axis=1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "costs": self.costs, "reserve": self.reserve,
