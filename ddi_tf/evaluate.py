@@ -135,11 +135,9 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
                                     for k, v in sorted(outs.decisions.items(), key=lambda kv: int(kv[0][5:-9]))}
     logging.info("exits (all full): %s", [round(r["accuracy"], 4) for r in report["exits_all_full"]])
 
+    budgets = [(f, f * full) for f in budget_fractions if f * full >= table.cheapest_answer()]  # answerable
     report["anytime"] = []
-    for f in budget_fractions:
-        budget = f * full
-        if budget < table.cheapest_answer():
-            continue
+    for f, budget in budgets:
         res = policies.evaluate(run(*test, mode="full", budget=budget), budget=budget)
         report["anytime"].append(_row(res, budget_fraction=f, budget_macs=budget))
 
@@ -149,10 +147,7 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
     copy_weights(model, defer_model)
     run_deferred = Predictor(defer_model, batch_size, mean, std)
     report["budget_deferred"] = []
-    for f in budget_fractions:
-        budget = f * full
-        if budget < table.cheapest_answer():
-            continue
+    for f, budget in budgets:
         res = policies.evaluate(run_deferred(*test, mode=mode, budget=budget), budget=budget)
         report["budget_deferred"].append(_row(res, budget_fraction=f, budget_macs=budget))
 
@@ -164,10 +159,7 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
             report["threshold"].append(_row(policies.evaluate(test_out, t), target_fraction=f, threshold=t,
                                             val_mean_macs=policies.evaluate(val_out, t)["mean_cost"]))
         report["ddi"] = []
-        for f in budget_fractions:
-            budget = f * full
-            if budget < table.cheapest_answer():
-                continue
+        for f, budget in budgets:
             val_b, test_b = run(*val, mode=mode, budget=budget), run(*test, mode=mode, budget=budget)
             for share in (0.5, 0.75, 1.0):
                 t = policies.calibrate_threshold(val_b, share * budget)
