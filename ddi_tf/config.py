@@ -39,6 +39,8 @@ class ModelConfig:
         gates) or ``none`` (the static backbone: no gates, every block always runs in full).
       gate_hidden: hidden units of the ff gate, or the LSTM state size of the rnn gate.
       gate_proj: size of the per-block projection that feeds the shared LSTM (rnn gates only).
+      gate_init_full: initial bias of every gate's full option (0 on the others): > 0 makes the gates start
+        by running every block in full, the cost term then teaches them what to drop.
       estimator: ``st`` (argmax one-hot forward, softmax straight-through backward) or ``gumbel``
         (Gumbel-softmax with a hard one-hot forward, used while training only).
       temperature: Gumbel-softmax temperature.
@@ -58,6 +60,7 @@ class ModelConfig:
     gate_type: str = "ff"
     gate_hidden: int = 16
     gate_proj: int = 16
+    gate_init_full: float = 0.0
     estimator: str = "st"
     temperature: float = 1.0
     exits: tuple[int, ...] = ()
@@ -135,6 +138,8 @@ class ModelConfig:
             raise ConfigError(f"gate_type must be one of {GATE_TYPES}, got {self.gate_type!r}")
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if not -20.0 <= self.gate_init_full <= 20.0:  # also refuses NaN
+            raise ConfigError(f"gate_init_full must be a number in [-20, 20], got {self.gate_init_full}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.gate_hidden < 1 or self.gate_proj < 1 or self.exit_width < 1:

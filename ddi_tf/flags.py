@@ -10,7 +10,7 @@ from absl import flags
 
 from ddi_tf.config import BACKBONES, ESTIMATORS, GATE_TYPES, ModelConfig, resolve_exits
 from ddi_tf.costs import UNITS
-from ddi_tf.trainer import TrainConfig
+from ddi_tf.trainer import COST_LOSSES, LR_SCOPES, WIDTH_SAMPLINGS, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFINED = False
@@ -33,6 +33,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("gate_type", "ff", list(GATE_TYPES), "Gate: ff, rnn (shared LSTM), none (static backbone).")
     flags.DEFINE_integer("gate_hidden", 16, "Hidden units of the ff gate / LSTM state size of the rnn gate.")
     flags.DEFINE_integer("gate_proj", 16, "Per-block projection size feeding the shared LSTM (rnn gates).")
+    flags.DEFINE_float("gate_init_full", 0.0, "Initial bias of each gate's full option (others 0): > 0 starts the "
+                       "gates running every block in full, and the cost term teaches them what to drop.")
     flags.DEFINE_enum("estimator", "st", list(ESTIMATORS), "Gate gradient: straight-through or Gumbel-softmax.")
     flags.DEFINE_float("temperature", 1.0, "Gumbel-softmax temperature.")
     flags.DEFINE_list("exits", [], "Explicit exit positions (block counts); overrides exit_every/exit_stage_ends.")
@@ -66,6 +68,22 @@ def define_flags() -> None:
     flags.DEFINE_enum("schedule", "cosine", ["cosine", "step"], "Learning-rate schedule within each stage.")
     flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps at the start of stage 1.")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_boolean("nesterov", False, "Nesterov momentum.")
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of every exit's cross-entropy, in [0, 1).")
+    flags.DEFINE_enum("lr_scope", "stage", list(LR_SCOPES), "stage: one schedule per stage, with its own peak "
+                      "(lr, gate_lr, finetune_lr, rl_lr); run: one schedule over all float stages, peak --lr, "
+                      "decaying to 0 at their end (no restart). QAT keeps its own.")
+    flags.DEFINE_float("ema_decay", 0.0, "Decay of the exponential moving average of the weights, which replaces "
+                       "them after the float stages (0: none); use with --bn_reestimate_batches.")
+    flags.DEFINE_integer("bn_reestimate_batches", 0, "After the float stages, re-estimate every batch norm's "
+                         "statistics on this many batches of 200 training images (on the learned path when gates "
+                         "were trained); 0: keep the running averages of training.")
+    flags.DEFINE_enum("width_sampling", "random", list(WIDTH_SAMPLINGS), "random: stage 1 trains widths by "
+                      "per-sample random options (--random_width_prob); sandwich: each step trains the full path, "
+                      "the narrowest and a random one, and stages 2-3 the full path beside the learned one.")
+    flags.DEFINE_float("distill_weight", 0.0, "Weight of the distillation from the full path's last exit into every "
+                       "other exit and path (KL at --distill_temperature, T^2-scaled).")
+    flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature.")
     flags.DEFINE_list("exit_weights", [], "Loss weight of each exit (default: all 1).")
     flags.DEFINE_float("random_width_prob", 0.0,
                        "Stage 1: per block and sample, the probability of a random option instead of full "
@@ -74,6 +92,10 @@ def define_flags() -> None:
     flags.DEFINE_string("latency_table", None, "latency.json from `python -m ddi_runtime profile` (--cost=latency).")
     flags.DEFINE_float("target_cost", 0.5, "Target mean executed cost as a fraction of the full cost.")
     flags.DEFINE_float("cost_weight", 1.0, "Weight of the cost term.")
+    flags.DEFINE_enum("cost_loss", "sign", list(COST_LOSSES), "Cost term: sign (fractional skipping's "
+                      "sign(ratio - target) * ratio), squared ((ratio - target)^2), dual (squared + a multiplier "
+                      "learned by dual ascent, which reaches the target).")
+    flags.DEFINE_float("cost_dual_lr", 0.01, "Step size of the cost multiplier (--cost_loss=dual).")
     flags.DEFINE_float("rl_cost_weight", 0.5, "REINFORCE reward: -CE - rl_cost_weight * cost ratio.")
     flags.DEFINE_float("gate_margin", 0.0, "Weight of the gate decision-margin hinge (stages 2, 3 and QAT): keeps "
                        "decisions away from ties that int8 rounding would flip.")
@@ -102,6 +124,13 @@ def define_flags() -> None:
     for name in ("lr", "gate_lr", "finetune_lr", "rl_lr", "qat_lr"):
         flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
     flags.register_validator("gate_margin", lambda v: v >= 0, "--gate_margin must be >= 0")
+    flags.register_validator("label_smoothing", lambda v: 0 <= v < 1, "--label_smoothing must be in [0, 1)")
+    flags.register_validator("ema_decay", lambda v: 0 <= v < 1, "--ema_decay must be in [0, 1)")
+    flags.register_validator("bn_reestimate_batches", lambda v: v >= 0, "--bn_reestimate_batches must be >= 0")
+    flags.register_validator("distill_weight", lambda v: v >= 0, "--distill_weight must be >= 0")
+    flags.register_validator("distill_temperature", lambda v: v > 0, "--distill_temperature must be > 0")
+    flags.register_validator("cost_dual_lr", lambda v: v >= 0, "--cost_dual_lr must be >= 0")
+    flags.register_validator("gate_init_full", lambda v: -20 <= v <= 20, "--gate_init_full must be in [-20, 20]")
     flags.register_validator("gate_margin_target", lambda v: v > 0, "--gate_margin_target must be > 0")
     flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1)")
     flags.register_validator("target_cost", lambda v: 0 < v <= 1, "--target_cost must be in (0, 1]")
@@ -143,6 +172,7 @@ def model_config_from_flags(num_classes: int | None = None) -> ModelConfig:
     return ModelConfig(backbone=f.backbone, depth=f.depth, num_classes=classes, groups=f.groups,
                        min_group_channels=f.min_group_channels,
                        gate_type=f.gate_type, gate_hidden=f.gate_hidden, gate_proj=f.gate_proj,
+                       gate_init_full=f.gate_init_full,
                        estimator=f.estimator, temperature=f.temperature, exits=exits, exit_width=f.exit_width,
                        growth_rate=f.growth_rate, weight_decay=f.weight_decay)
 
@@ -156,7 +186,10 @@ def train_config_from_flags() -> TrainConfig:
         batch_size=f.batch_size, stage1_steps=f.stage1_steps, stage2_steps=f.stage2_steps,
         stage3_steps=f.stage3_steps, rl_steps=f.rl_steps, qat_steps=f.qat_steps, lr=f.lr, gate_lr=f.gate_lr,
         finetune_lr=f.finetune_lr, rl_lr=f.rl_lr, qat_lr=f.qat_lr, schedule=f.schedule, warmup_steps=f.warmup_steps,
-        momentum=f.momentum, exit_weights=tuple(float(w) for w in f.exit_weights),
+        momentum=f.momentum, nesterov=f.nesterov, label_smoothing=f.label_smoothing, lr_scope=f.lr_scope,
+        ema_decay=f.ema_decay, bn_reestimate_batches=f.bn_reestimate_batches, width_sampling=f.width_sampling,
+        distill_weight=f.distill_weight, distill_temperature=f.distill_temperature, cost_loss=f.cost_loss,
+        cost_dual_lr=f.cost_dual_lr, exit_weights=tuple(float(w) for w in f.exit_weights),
         random_width_prob=f.random_width_prob, cost=f.cost, latency_table=f.latency_table,
         target_cost=f.target_cost, cost_weight=f.cost_weight, rl_cost_weight=f.rl_cost_weight,
         gate_margin=f.gate_margin, gate_margin_target=f.gate_margin_target, init_from=f.init_from,

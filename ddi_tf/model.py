@@ -60,15 +60,19 @@ class _Builder:
         self.shared: dict[str, keras.layers.Layer] = {}
 
     # --- small helpers -----------------------------------------------------------------------------------
-    def conv(self, x, filters: int, kernel: int, name: str, stride: int = 1):
+    def conv(self, x, filters: int, kernel: int, name: str, stride: int = 1, fan_in_share: int = 1):
+        """A bias-free conv, He-initialised; ``fan_in_share`` > 1 for one of that many input-channel groups of
+        one convolution (the split conv2), so that the groups together have the whole convolution's scale."""
+        init = keras.initializers.VarianceScaling(2.0 / fan_in_share, "fan_in", "truncated_normal")
         return keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
-                                   kernel_initializer="he_normal", kernel_regularizer=self.reg, name=name)(x)
+                                   kernel_initializer=init, kernel_regularizer=self.reg, name=name)(x)
 
     def bn(self, x, name: str):
         return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
-    def dense(self, x, units: int, name: str, activation=None):
-        return keras.layers.Dense(units, activation=activation, kernel_regularizer=self.reg, name=name)(x)
+    def dense(self, x, units: int, name: str, activation=None, bias_initializer="zeros"):
+        return keras.layers.Dense(units, activation=activation, kernel_regularizer=self.reg, name=name,
+                                  bias_initializer=bias_initializer)(x)
 
     def guard(self, piece: str, onehot=None):
         i = self.table.index(piece)
@@ -94,14 +98,15 @@ class _Builder:
         pooled = keras.layers.GlobalAveragePooling2D(name=f"gate{b}_pool")(x)
         if cfg.gate_type == "ff":
             h = self.dense(pooled, cfg.gate_hidden, f"gate{b}_fc1", activation="relu")
-            logits = self.dense(h, n, f"gate{b}_fc2")
+            logits = self.dense(h, n, f"gate{b}_fc2", bias_initializer=_full_option_bias(n, cfg.gate_init_full))
         else:
             if self.rnn_state is None:
                 zeros = BatchZeros(cfg.gate_hidden, name="gate_state_init")(x)
                 self.rnn_state = [zeros, zeros]
                 self.shared["lstm"] = keras.layers.Dense(4 * cfg.gate_hidden, name="gate_lstm",
                                                          kernel_regularizer=self.reg)
-                self.shared["out"] = keras.layers.Dense(n, name="gate_out", kernel_regularizer=self.reg)
+                self.shared["out"] = keras.layers.Dense(n, name="gate_out", kernel_regularizer=self.reg,
+                                                        bias_initializer=_full_option_bias(n, cfg.gate_init_full))
             proj = self.dense(pooled, cfg.gate_proj, f"gate{b}_proj", activation="relu")
             h_prev, c_prev = self.rnn_state
             z = self.shared["lstm"](keras.layers.Concatenate(name=f"gate{b}_concat")([proj, h_prev]))
@@ -118,7 +123,8 @@ class _Builder:
     def grouped_conv(self, h, b: int, filters: int, kernel: int):
         """conv(h[..., :k*C/G_b]) for every k, from G_b convolutions over the groups and a running sum."""
         parts = ChannelGroups(self.cfg.block_groups(b), name=f"block{b}_groups")(h)
-        partial = [self.conv(p, filters, kernel, f"block{b}_conv2_g{j + 1}") for j, p in enumerate(parts)]
+        partial = [self.conv(p, filters, kernel, f"block{b}_conv2_g{j + 1}", fan_in_share=len(parts))
+                   for j, p in enumerate(parts)]
         sums = [partial[0]]
         for j in range(1, len(partial)):
             sums.append(keras.layers.Add(name=f"block{b}_sum{j + 1}")([sums[-1], partial[j]]))
@@ -201,6 +207,11 @@ class _Builder:
                 h = keras.layers.ReLU(name=f"transition{stage}_relu")(self.bn(x, f"transition{stage}_bn"))
                 h = self.conv(h, c, 1, f"transition{stage}_conv")
                 x = keras.layers.AveragePooling2D(2, name=f"transition{stage}_pool")(h)
+
+
+def _full_option_bias(num_options: int, bias: float) -> keras.initializers.Initializer:
+    """A gate's output bias: ``bias`` on the full (last) option, 0 elsewhere (gates start by running in full)."""
+    return keras.initializers.Constant([0.0] * (num_options - 1) + [float(bias)])
 
 
 def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: bool = False,
@@ -320,6 +331,23 @@ def regrouped_weights(name: str, src: keras.Model, src_cfg: ModelConfig, dst_cfg
     keep = [0] + [j * r for j in range(1, gd + 1)]
     kernel, bias = src.get_layer(name).get_weights()
     return [kernel[:, keep], bias[keep]]
+
+
+def gated_from_static(name: str, src: keras.Model, dst_cfg: ModelConfig) -> list | None:
+    """Layer ``name``'s weights for a gated model (config ``dst_cfg``) started from the static backbone ``src``.
+
+    The inverse of ``static_from_ddi``: block b's conv2 kernel is split along its input channels into the
+    G_b group convolutions ``conv2_g{j}``, and every width's batch norm ``bn2_w{k}`` starts as the static
+    ``bn2``. None when ``name`` is not one of those layers (it is copied as it is, when names and shapes match).
+    """
+    m = re.fullmatch(r"block(\d+)_(conv2_g|bn2_w)(\d+)", name)
+    if m is None:
+        return None
+    b, kind, k = int(m.group(1)), m.group(2), int(m.group(3))
+    if kind == "bn2_w":
+        return src.get_layer(f"block{b}_bn2").get_weights()
+    kernel = src.get_layer(f"block{b}_conv2").get_weights()[0]
+    return [np.split(kernel, dst_cfg.block_groups(b), axis=2)[k - 1]]
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:

@@ -2,15 +2,26 @@
 
 Stages (each runs for its number of steps; 0 skips it):
 1. ``stage1``: backbone and every exit, gates forced to full (or to a random option with probability
-   ``random_width_prob``, which trains every width and its batch norm); weighted sum of exit cross-entropies.
+   ``random_width_prob``, which trains every width and its batch norm; or, with ``width_sampling='sandwich'``,
+   three paths per step: the full path, the narrowest (every block at its first group) and a random one);
+   weighted sum of exit cross-entropies, plus distillation from the full path's last exit (``distill_weight``).
 2. ``stage2``: gates only, backbone frozen (its batch norms in inference mode); exits' CE + cost term.
 3. ``stage3``: everything, exits' CE + cost term.
 4. ``rl``: optional REINFORCE on sampled gate decisions (SkipNet's hybrid RL), CE on the backbone.
 5. ``qat``: quantization-aware fine-tuning (``ddi_tf.qat``, tfmot) of everything, losses as in stage 3; the
    trained weights are copied back into the float model, which the evaluation and the int8 export read.
 
-The cost term follows fractional skipping: ``cost_weight * sign(ratio - target) * ratio`` where ratio is the
-batch's mean executed cost over the full cost; it pushes cost down above the target and up below it.
+With ``width_sampling='sandwich'`` stages 2 and 3 also run the full path beside the learned one (the teacher
+of the distillation, and it keeps the full path trained). ``lr_scope='run'`` gives the float stages one
+learning-rate schedule (peak ``lr``) over all their steps instead of one per stage. After the float stages the
+weight average (``ema_decay``) replaces the weights, and the batch-norm statistics are re-estimated
+(``bn_reestimate_batches``) on the path the model is evaluated on.
+
+The cost term (``cost_loss``), with ratio the batch's mean executed cost over the full cost:
+``sign``: fractional skipping's ``cost_weight * sign(ratio - target) * ratio``; ``squared``:
+``cost_weight * (ratio - target)**2``; ``dual``: the squared term plus ``lambda * ratio``, where the multiplier
+``lambda`` follows ``lambda += cost_dual_lr * (ratio - target)`` after every step (dual ascent on the
+constraint ratio = target: it grows until the target is met, whatever the cross-entropy pulls).
 """
 
 from __future__ import annotations
@@ -32,10 +43,14 @@ from ddi_tf.arch import build_pieces
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.evaluate import evaluate_model, plot_report, write_json_atomic
-from ddi_tf.model import build_model, num_exits, regrouped_weights, set_gate_mode
+from ddi_tf.model import build_model, gated_from_static, num_exits, regrouped_weights, set_gate_mode
 
 CONFIG_VERSION = 1
 STAGES = ("stage1", "stage2", "stage3", "rl", "qat")
+FLOAT_STAGES = STAGES[:-1]
+LR_SCOPES = ("stage", "run")
+WIDTH_SAMPLINGS = ("random", "sandwich")
+COST_LOSSES = ("sign", "squared", "dual")
 
 
 class RunDirError(ValueError):
@@ -71,12 +86,22 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_steps: int = 200
     momentum: float = 0.9
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    lr_scope: str = "stage"
+    ema_decay: float = 0.0
+    bn_reestimate_batches: int = 0
+    width_sampling: str = "random"
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
     exit_weights: tuple[float, ...] = ()
     random_width_prob: float = 0.0
     cost: str = "macs"
     latency_table: str | None = None
     target_cost: float = 0.5
     cost_weight: float = 1.0
+    cost_loss: str = "sign"
+    cost_dual_lr: float = 0.01
     rl_cost_weight: float = 0.5
     gate_margin: float = 0.0
     gate_margin_target: float = 0.25
@@ -90,6 +115,27 @@ class TrainConfig:
     strategy: str = "default"
     tpu: str | None = None
     cpu_devices: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("lr_scope", self.lr_scope, LR_SCOPES),
+                                   ("width_sampling", self.width_sampling, WIDTH_SAMPLINGS),
+                                   ("cost_loss", self.cost_loss, COST_LOSSES)):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no weight average), got {self.ema_decay}")
+        if not self.distill_weight >= 0.0 or not self.distill_temperature > 0.0:
+            raise ValueError("distill_weight must be >= 0 and distill_temperature > 0, got "
+                             f"{self.distill_weight} and {self.distill_temperature}")
+        if not self.cost_dual_lr >= 0.0 or self.bn_reestimate_batches < 0:
+            raise ValueError("cost_dual_lr and bn_reestimate_batches must be >= 0")
+
+    @property
+    def float_steps(self) -> int:
+        """Steps of the float stages (all but QAT)."""
+        return self.total_steps - self.qat_steps
 
     def stage_steps(self) -> list[tuple[str, int]]:
         """(stage name, steps) in order."""
@@ -120,7 +166,80 @@ EXTENDABLE_KEYS = {"qat_steps", "qat_lr", "gate_margin", "gate_margin_target"}
 # Settings only the stages after stage 1 use: they may change while the run has not gone past stage 1, so one
 # trained backbone can be branched (copied) into several gate trainings (the cost ablations of the baselines study).
 GATE_STAGE_KEYS = {"stage2_steps", "stage3_steps", "rl_steps", "gate_lr", "finetune_lr", "rl_lr", "cost",
-                   "target_cost", "cost_weight", "rl_cost_weight", "gate_margin", "gate_margin_target"}
+                   "target_cost", "cost_weight", "rl_cost_weight", "gate_margin", "gate_margin_target", "cost_loss",
+                   "cost_dual_lr"}
+
+
+def classification_loss(labels: tf.Tensor, logits: tf.Tensor, smoothing: float = 0.0) -> tf.Tensor:
+    """Per-example cross-entropy against labels smoothed by ``smoothing`` (0: the plain sparse CE)."""
+    labels = tf.cast(labels, tf.int32)
+    if smoothing == 0.0:
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    return keras.losses.categorical_crossentropy(onehot, logits, from_logits=True, label_smoothing=smoothing)
+
+
+def distillation_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor, temperature: float) -> tf.Tensor:
+    """Per-example ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``; no gradient reaches the teacher.
+
+    The T^2 keeps the gradient's scale independent of T (Hinton et al., 2015).
+    """
+    t = float(temperature)
+    teacher = tf.stop_gradient(teacher_logits) / t
+    log_p = tf.nn.log_softmax(teacher, axis=-1)
+    log_q = tf.nn.log_softmax(student_logits / t, axis=-1)
+    return t * t * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def cost_term(kind: str, ratio: tf.Tensor, target: float, weight: float, multiplier: tf.Tensor,
+              global_batch: int) -> tf.Tensor:
+    """The cost term of the loss for per-example cost ratios ``ratio`` of one replica (see the module docstring).
+
+    ``multiplier`` is the dual variable of ``kind='dual'`` (ignored otherwise). The squared term is of the
+    replica's mean ratio (the global batch's with one replica).
+    """
+    mean = tf.reduce_mean(ratio)
+    if kind == "sign":
+        sign = tf.stop_gradient(tf.sign(mean - target))
+        return weight * sign * tf.nn.compute_average_loss(ratio, global_batch_size=global_batch)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    loss = weight * tf.square(mean - target) / replicas
+    if kind == "dual":
+        loss += tf.stop_gradient(tf.cast(multiplier, ratio.dtype)) * tf.nn.compute_average_loss(
+            ratio, global_batch_size=global_batch)
+    return loss
+
+
+def reestimate_batch_norm(model: keras.Model, batches: list[np.ndarray], mode: str) -> int:
+    """Replaces every batch norm's moving statistics by their mean over ``batches`` on the path ``mode``.
+
+    Each batch runs in training mode with momentum 0 (the moving statistics become that batch's), and the
+    per-batch means and variances are averaged. Run after the weights changed (weight averaging) or the
+    paths did (gates), so that inference normalises with the statistics of the weights and path it runs.
+    Returns the number of batch-norm layers re-estimated.
+    """
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns or not batches:
+        return 0
+    saved = [layer.momentum for layer in bns]
+    set_gate_mode(model, mode)
+    sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in bns]
+    try:
+        for layer in bns:
+            layer.momentum = 0.0
+        forward = tf.function(lambda x: model(x, training=True))
+        for x in batches:
+            forward(tf.constant(x))
+            for acc, layer in zip(sums, bns, strict=True):
+                acc[0] += layer.moving_mean.numpy()
+                acc[1] += layer.moving_variance.numpy()
+    finally:
+        for layer, momentum in zip(bns, saved, strict=True):
+            layer.momentum = momentum
+    for (mean_sum, var_sum), layer in zip(sums, bns, strict=True):
+        layer.moving_mean.assign(mean_sum / len(batches))
+        layer.moving_variance.assign(var_sum / len(batches))
+    return len(bns)
 
 
 def gate_margin_loss(probs: list[tf.Tensor], target: float) -> tf.Tensor:
@@ -228,20 +347,27 @@ def init_from_run(model: keras.Model, workdir: str, cfg: ModelConfig | None = No
     """Copies into ``model`` the weights of every layer of run ``workdir``'s model with the same name and shapes.
 
     This starts a run from a trained backbone (SkipNet's recipe), e.g. gates of another kind over the same
-    stage-1 backbone. With ``cfg`` (``model``'s config), blocks with fewer channel groups than the source's
+    stage-1 backbone, or a gated model over a trained static backbone (its conv2 split into the channel groups,
+    its bn2 copied into every width's batch norm: ``ddi_tf.model.gated_from_static``). With ``cfg``
+    (``model``'s config), blocks with fewer channel groups than the source's
     (``min_group_channels``) get the source's groups merged (``ddi_tf.model.regrouped_weights``). Returns
     (copied layer names, same-named layers skipped because their shapes differ); RunDirError when nothing can
     be copied or the groups cannot be merged.
     """
     src_cfg, _, source = load_trained(workdir)
     by_name = {layer.name: layer for layer in source.layers if layer.weights}
+    from_static = cfg is not None and cfg.gated and not src_cfg.gated
     copied, mismatched = [], []
     for layer in model.layers:
         src = by_name.get(layer.name)
-        if src is None or not layer.weights:
+        split = gated_from_static(layer.name, source, cfg) if from_static else None
+        if (src is None and split is None) or not layer.weights:
             continue
         try:
-            merged = regrouped_weights(layer.name, source, src_cfg, cfg) if cfg is not None else None
+            if split is not None:
+                merged = split
+            else:
+                merged = regrouped_weights(layer.name, source, src_cfg, cfg) if cfg is not None else None
         except ValueError as e:
             raise RunDirError(f"--init_from={workdir}: {e}") from e
         ours, theirs = layer.get_weights(), merged if merged is not None else src.get_weights()
@@ -268,16 +394,18 @@ def _jsonable(d: dict) -> dict:
 
 
 def learning_rate(stage: str, step: tf.Tensor, steps: int, cfg: TrainConfig) -> tf.Tensor:
-    """The learning rate at ``step`` (0-based, within the stage)."""
+    """The learning rate at ``step`` (0-based) of ``steps``: within the stage, or with ``lr_scope='run'`` (float
+    stages only) within the float stages, whose one schedule then peaks at ``lr`` and starts with the warm-up."""
     peaks = {"stage1": cfg.lr, "stage2": cfg.gate_lr, "stage3": cfg.finetune_lr, "rl": cfg.rl_lr, "qat": cfg.qat_lr}
-    peak = peaks[stage]
+    one_schedule = cfg.lr_scope == "run" and stage in FLOAT_STAGES
+    peak = cfg.lr if one_schedule else peaks[stage]
     t = tf.cast(step, tf.float32)
     n = float(max(steps, 1))
     if cfg.schedule == "cosine":
         lr = 0.5 * peak * (1.0 + tf.cos(math.pi * tf.minimum(t / n, 1.0)))
     else:  # step: /10 at 50% and 75%
         lr = peak * tf.where(t < 0.5 * n, 1.0, tf.where(t < 0.75 * n, 0.1, 0.01))
-    if stage == "stage1" and cfg.warmup_steps:
+    if (stage == "stage1" or one_schedule) and cfg.warmup_steps:
         lr = lr * tf.minimum(1.0, (t + 1.0) / float(cfg.warmup_steps))
     return lr
 
@@ -292,14 +420,22 @@ class _Trainer:
             self.model = build_model(model_cfg, self.table)
             self.active = self.model  # the model being trained: the float model, or its QAT version
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.optimizers = {s: keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.momentum) for s in STAGES}
+            self.optimizers = {s: keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.momentum,
+                                                       nesterov=cfg.nesterov) for s in STAGES}
+            # the cost term's dual variable, the weight average and whether it (and the batch-norm
+            # re-estimation) has replaced the weights: all in the checkpoint, so that a resumed run goes on exactly
+            self.multiplier = tf.Variable(0.0, trainable=False, name="cost_multiplier")
+            self.finalized = tf.Variable(0, dtype=tf.int64, trainable=False, name="float_stages_finalized")
+            self.averaged = list(self.model.trainable_weights) if cfg.ema_decay > 0 else []
+            self.ema = [tf.Variable(v, trainable=False, name=f"ema_{i}") for i, v in enumerate(self.averaged)]
         self.exits = num_exits(self.model)
         w = list(cfg.exit_weights) or [1.0] * self.exits
         if len(w) != self.exits:
             raise ValueError(f"--exit_weights has {len(w)} values but the model has {self.exits} exits")
         self.exit_weights = w
-        self.ckpt = tf.train.Checkpoint(model=self.model, step=self.step, **{f"opt_{s}": o for s, o in
-                                                                            self.optimizers.items()})
+        self.ckpt = tf.train.Checkpoint(model=self.model, step=self.step, multiplier=self.multiplier,
+                                        finalized=self.finalized, ema=self.ema,
+                                        **{f"opt_{s}": o for s, o in self.optimizers.items()})
         self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
         self.qat_model: keras.Model | None = None
@@ -316,6 +452,24 @@ class _Trainer:
                                                       max_to_keep=2)
 
     # --- one training step ------------------------------------------------------------------------------
+    def paths(self, stage: str) -> list[tuple[str, float, int | None]]:
+        """The forward passes of one step of ``stage``: (gate mode, random probability, fixed option), the
+        distillation teacher (the full path, when it runs) first."""
+        cfg, gated = self.cfg, self.model_cfg.gated
+        if stage == "stage1":
+            if not gated:
+                return [("full", 0.0, None)]
+            if cfg.width_sampling == "sandwich":
+                narrow = [] if all(self.model_cfg.block_groups(b) == 1 for b in range(self.model_cfg.num_blocks)) \
+                    else [("fixed", 0.0, 1)]  # every block at its first group (with G_b = 1 that is the full path)
+                return [("full", 0.0, None), *narrow, ("random", 1.0, None)]
+            return [("random", cfg.random_width_prob, None) if cfg.random_width_prob > 0 else ("full", 0.0, None)]
+        if stage == "rl":
+            return [("sample", 0.0, None)]
+        if stage in ("stage2", "stage3") and cfg.width_sampling == "sandwich":
+            return [("full", 0.0, None), ("learned", 0.0, None)]
+        return [("learned", 0.0, None)]
+
     def make_step(self, stage: str, stage_start: int, steps: int):
         cfg, model, full = self.cfg, self.active, self.full_cost
         opt = self.optimizers[stage]
@@ -324,26 +478,40 @@ class _Trainer:
         block_names = sorted((k for k in model.output if k.endswith("_decision")),
                              key=lambda k: int(k[5:-9]))
         with_cost = stage in ("stage2", "stage3", "qat") and self.model_cfg.gated
+        paths = self.paths(stage)
+        teacher_is_full = paths[0][0] == "full" and len(paths) > 1
+        last = self.exits - 1
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
-                out = model(images, training=True)
-                ce = [keras.losses.sparse_categorical_crossentropy(labels, out[f"exit{j}_logits"], from_logits=True)
-                      for j in range(self.exits)]
-                per_example = tf.add_n([w * c for w, c in zip(self.exit_weights, ce, strict=True)])
+                outs = []
+                for mode, prob, option in paths:  # gate modes are read while tracing: one graph per path
+                    set_gate_mode(model, mode, prob, option)
+                    outs.append(model(images, training=True))
+                teacher = outs[0][f"exit{last}_logits"]
+                per_example = 0.0
+                for p, o in enumerate(outs):
+                    for j, w in enumerate(self.exit_weights):
+                        logits = o[f"exit{j}_logits"]
+                        term = classification_loss(labels, logits, cfg.label_smoothing)
+                        taught = j != last or (p > 0 and teacher_is_full)  # not the teacher itself
+                        if cfg.distill_weight > 0 and taught:
+                            term += cfg.distill_weight * distillation_loss(logits, teacher, cfg.distill_temperature)
+                        per_example += w * term
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-                ratio = tf.cast(out[f"exit{self.exits - 1}_cost"], tf.float32) / full
+                out = outs[-1]  # the learned (or most dynamic) path: the cost term and the metrics
+                ratio = tf.cast(out[f"exit{last}_cost"], tf.float32) / full
                 mean_ratio = tf.reduce_mean(ratio)
                 if with_cost:
-                    sign = tf.stop_gradient(tf.sign(mean_ratio - cfg.target_cost))
-                    loss += cfg.cost_weight * sign * tf.nn.compute_average_loss(ratio, global_batch_size=global_batch)
+                    loss += cost_term(cfg.cost_loss, ratio, cfg.target_cost, cfg.cost_weight, self.multiplier,
+                                      global_batch)
                 if with_cost and cfg.gate_margin > 0:
                     loss += cfg.gate_margin * gate_margin_loss(
                         [out[k.replace("_decision", "_probs")] for k in block_names], cfg.gate_margin_target)
                 if stage == "rl":
-                    reward = -ce[-1] - cfg.rl_cost_weight * ratio
+                    reward = -classification_loss(labels, out[f"exit{last}_logits"]) - cfg.rl_cost_weight * ratio
                     adv = tf.stop_gradient(reward - tf.reduce_mean(reward))
                     chosen_p = [tf.reduce_sum(out[k] * out[k.replace("_decision", "_probs")], -1) for k in block_names]
                     logp = tf.add_n([tf.math.log(p + 1e-9) for p in chosen_p])
@@ -359,15 +527,29 @@ class _Trainer:
                 metrics[f"gates/{k[:-9]}"] = tf.reduce_mean(out[k], axis=0)
             return metrics
 
+        one_schedule = cfg.lr_scope == "run" and stage in FLOAT_STAGES
+        averaging = bool(self.ema) and stage in FLOAT_STAGES
+
         @tf.function
         def train_step(dist_images, dist_labels):
-            lr = learning_rate(stage, self.step - stage_start, steps, cfg)
+            if one_schedule:
+                lr = learning_rate(stage, self.step, cfg.float_steps, cfg)
+            else:
+                lr = learning_rate(stage, self.step - stage_start, steps, cfg)
             opt.learning_rate.assign(lr)
             per_replica = self.strategy.run(replica_step, args=(dist_images, dist_labels))
             metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                        for k, v in per_replica.items()}
             metrics["lr"] = lr
+            if with_cost and cfg.cost_loss == "dual":
+                self.multiplier.assign_add(cfg.cost_dual_lr * (metrics["cost_ratio"] - cfg.target_cost))
+                metrics["cost_multiplier"] = tf.identity(self.multiplier)
             self.step.assign_add(1)
+            if averaging:  # the decay warms up as in tf.train.ExponentialMovingAverage's num_updates
+                n = tf.cast(self.step, tf.float32)
+                decay = tf.minimum(cfg.ema_decay, (1.0 + n) / (10.0 + n))
+                for avg, var in zip(self.ema, self.averaged, strict=True):
+                    avg.assign(decay * avg + (1.0 - decay) * var)
             return metrics
 
         return train_step
@@ -377,13 +559,6 @@ class _Trainer:
         for layer in self.active.layers:
             is_gate = layer.name.startswith("gate")
             layer.trainable = is_gate if stage == "stage2" else True
-        if stage == "stage1":
-            set_gate_mode(self.active, "random" if self.cfg.random_width_prob > 0 else "full",
-                          self.cfg.random_width_prob)
-        elif stage == "rl":
-            set_gate_mode(self.active, "sample")
-        else:
-            set_gate_mode(self.active, "learned")
         if stage in ("stage2", "rl") and not gated:
             raise ValueError(f"{stage} trains gates, but the model has none (--gate_type=none)")
 
@@ -403,7 +578,10 @@ class _Trainer:
             copied, mismatched = init_from_run(self.model, cfg.init_from, self.model_cfg)
             logging.info("initialised %d layers from %s (%d same-named layers differ in shape: %s)", len(copied),
                          cfg.init_from, len(mismatched), ", ".join(mismatched) or "none")
+            for avg, var in zip(self.ema, self.averaged, strict=True):
+                avg.assign(var)
         if start >= cfg.total_steps:
+            self._finalize_float(train_xy[0], mean, std)
             self._finish_qat()
             return
         ds = data_lib.make_train_dataset(train_xy[0], train_xy[1], cfg.batch_size, cfg.seed, augment=True,
@@ -421,6 +599,7 @@ class _Trainer:
                 self.step.assign(offset)
                 continue
             if stage == "qat":
+                self._finalize_float(train_xy[0], mean, std)
                 if self.qat_model is None:
                     self.build_qat()
                     self._calibrate_qat(train_xy[0], mean, std)
@@ -444,7 +623,28 @@ class _Trainer:
                 if s % cfg.checkpoint_every == 0 or s == offset:
                     manager.save(checkpoint_number=s)
         bar.close()
+        self._finalize_float(train_xy[0], mean, std)
         self._finish_qat()
+
+    def _finalize_float(self, images: np.ndarray, mean, std, batch: int = 200) -> None:
+        """Once, after the float stages: the weight average replaces the weights and the batch-norm statistics
+        are re-estimated on the first ``bn_reestimate_batches`` batches of (unaugmented) training images, on the
+        learned path when gates were trained, else the full one; checkpointed, so a resumed run does not redo it."""
+        cfg = self.cfg
+        if int(self.finalized.numpy()) or int(self.step.numpy()) < cfg.float_steps or not (
+                self.ema or cfg.bn_reestimate_batches):
+            return
+        for avg, var in zip(self.ema, self.averaged, strict=True):
+            var.assign(avg)
+        if cfg.bn_reestimate_batches:
+            count = min(len(images), cfg.bn_reestimate_batches * batch)
+            batches = [data_lib.normalize(images[s:s + batch], mean, std).numpy() for s in range(0, count, batch)]
+            trained_gates = self.model_cfg.gated and (cfg.stage2_steps + cfg.stage3_steps + cfg.rl_steps) > 0
+            mode = "learned" if trained_gates else "full"
+            n = reestimate_batch_norm(self.model, batches, mode)
+            logging.info("batch norm: %d layers re-estimated on %d training images (%s path)", n, count, mode)
+        self.finalized.assign(1)
+        self.manager.save(checkpoint_number=int(self.step.numpy()))
 
     def _calibrate_qat(self, images: np.ndarray, mean, std, count: int = 1024, batch: int = 256) -> None:
         """Starts the QAT activation ranges from the float model's (the QAT stage is just beginning)."""
