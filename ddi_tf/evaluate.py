@@ -85,6 +85,52 @@ class Predictor:
         return res
 
 
+LEARNED_COST_BINS = 100
+"""Bins of the per-image learned-path cost histogram in ``report["learned_cost"]``, evenly over [0, 1] of full."""
+
+
+def learned_cost(learned: policies.ExitOutputs, full_path: policies.ExitOutputs, full: float) -> dict:
+    """How much the learned gates' cost depends on the input: each test image's executed cost on the learned path
+    to the last exit (no budget), as a fraction of ``full`` (every gate, block and exit head), summarised over the
+    images and split by whether the full path's last exit classifies the image right.
+
+    ``learned`` and ``full_path`` are the same images' outputs with learned and with all-full gates. Returns
+    ``mean_ratio``, ``p10_ratio``, ``p50_ratio``, ``p90_ratio``, ``std_ratio``, ``mean_ratio_full_path_correct``
+    and ``mean_ratio_full_path_wrong`` (None when no image is in that group), ``correct_count``, ``wrong_count``,
+    the same mean and percentiles in MACs (``mean_macs``, ``p10_macs``, ...) and ``histogram``: ``bin_edges``
+    (ratios) with the image counts per bin of the full path's right (``full_path_correct``) and wrong
+    (``full_path_wrong``) images.
+    """
+    if not learned.reached[:, -1].all():
+        raise ValueError("learned_cost needs the learned path without a budget: every image reaches the last exit")
+    if not np.array_equal(learned.labels, full_path.labels):
+        raise ValueError("learned_cost needs the learned and the full path's outputs of the same images")
+    macs = learned.cost[:, -1]
+    ratio = macs / full
+    right = full_path.pred[:, -1] == full_path.labels
+    edges = np.linspace(0.0, 1.0, LEARNED_COST_BINS + 1)
+
+    def counts(r: np.ndarray) -> list[int]:
+        return [int(c) for c in np.histogram(np.clip(r, 0.0, 1.0), edges)[0]]
+
+    q = np.percentile(ratio, [10, 50, 90])
+    return {
+        "mean_ratio": float(ratio.mean()), "p10_ratio": float(q[0]), "p50_ratio": float(q[1]),
+        "p90_ratio": float(q[2]), "std_ratio": float(ratio.std()),
+        "mean_ratio_full_path_correct": float(ratio[right].mean()) if right.any() else None,
+        "mean_ratio_full_path_wrong": float(ratio[~right].mean()) if (~right).any() else None,
+        "correct_count": int(right.sum()), "wrong_count": int((~right).sum()),
+        "mean_macs": float(macs.mean()), "p10_macs": float(q[0] * full), "p50_macs": float(q[1] * full),
+        "p90_macs": float(q[2] * full),
+        "histogram": {"bin_edges": [float(e) for e in edges], "full_path_correct": counts(ratio[right]),
+                      "full_path_wrong": counts(ratio[~right])},
+    }
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
 def _row(res: dict, **extra) -> dict:
     return {**extra, "accuracy": res["accuracy"], "mean_macs": res["mean_cost"], "max_macs": res["max_cost"],
             **{k: v for k, v in res.items() if k in ("mean_uj", "mean_ms")},
@@ -122,8 +168,9 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
     }
     gated = cfg.gated
     modes = ["full", "learned"] if gated else ["full"]
+    test_outs: dict[str, policies.ExitOutputs] = {}  # no budget, per gate mode: reused below
     for mode in modes:
-        outs = run(*test, mode=mode)
+        outs = test_outs[mode] = run(*test, mode=mode)
         rows = []
         for j in range(outs.num_exits):
             t = np.full(outs.num_exits, np.inf)
@@ -134,6 +181,14 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
             report["gate_usage"] = {k.replace("_decision", ""): [float(f) for f in v.mean(axis=0)]
                                     for k, v in sorted(outs.decisions.items(), key=lambda kv: int(kv[0][5:-9]))}
     logging.info("exits (all full): %s", [round(r["accuracy"], 4) for r in report["exits_all_full"]])
+    # an ungated model runs one path: no learned cost
+    report["learned_cost"] = learned_cost(test_outs["learned"], test_outs["full"], full) if gated else None
+    if gated:
+        lc = report["learned_cost"]
+        logging.info("learned-path cost / full: mean %.3f, p10 %.3f, p50 %.3f, p90 %.3f, std %.3f; images the full "
+                     "path gets right %s (%d), wrong %s (%d)", lc["mean_ratio"], lc["p10_ratio"], lc["p50_ratio"],
+                     lc["p90_ratio"], lc["std_ratio"], _fmt_ratio(lc["mean_ratio_full_path_correct"]),
+                     lc["correct_count"], _fmt_ratio(lc["mean_ratio_full_path_wrong"]), lc["wrong_count"])
 
     budgets = [(f, f * full) for f in budget_fractions if f * full >= table.cheapest_answer()]  # answerable
     report["anytime"] = []
@@ -153,7 +208,7 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
 
     if have_val:
         report["threshold"] = []
-        val_out, test_out = run(*val, mode=mode), run(*test, mode=mode)
+        val_out, test_out = run(*val, mode=mode), test_outs[mode]
         for f in target_fractions:
             t = policies.calibrate_threshold(val_out, f * full)
             report["threshold"].append(_row(policies.evaluate(test_out, t), target_fraction=f, threshold=t,
@@ -208,13 +263,21 @@ def write_json_atomic(path: str, obj: dict) -> None:
 
 
 def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
-    """PNG plot of accuracy against mean MACs for one or more reports (label -> report)."""
+    """PNG plot of accuracy against mean MACs for one or more reports (label -> report); with a second panel, the
+    histogram of the per-image learned-path cost (images the full path gets right and wrong apart) of every
+    report that has one (``learned_cost``, gated models)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    hists = {label: rep["learned_cost"] for label, rep in reports.items()
+             if (rep.get("learned_cost") or {}).get("histogram")}
+    if hists:
+        fig, (ax, ax_hist) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.5, 1]})
+        _plot_learned_cost(ax_hist, hists)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 5))
     markers = iter("osd^v<>ph*")
     for label, rep in reports.items():
         m = next(markers)
@@ -247,3 +310,37 @@ def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _plot_learned_cost(ax, hists: dict[str, dict]) -> None:
+    """Per-image learned-path cost histograms (label -> ``learned_cost``): the full path's right images solid,
+    its wrong images dashed, their means as vertical lines; one colour per report (for one: green bars with the
+    wrong images' red bars stacked on them)."""
+    one = len(hists) == 1
+    lo, hi = 1.0, 0.0
+    for i, (label, lc) in enumerate(hists.items()):
+        h = lc["histogram"]
+        edges = np.asarray(h["bin_edges"])
+        prefix = f"{label}: " if label else ""
+        for key, mean_key, count_key, ls, color in (
+                ("full_path_correct", "mean_ratio_full_path_correct", "correct_count", "-", "C2" if one else f"C{i}"),
+                ("full_path_wrong", "mean_ratio_full_path_wrong", "wrong_count", "--", "C3" if one else f"C{i}")):
+            counts = np.asarray(h[key])
+            what = "right" if key == "full_path_correct" else "wrong"
+            base = np.asarray(h["full_path_correct"]) if one and key == "full_path_wrong" else 0
+            ax.stairs(counts + base, edges, baseline=base, linestyle=ls, color=color, fill=one,
+                      alpha=0.5 if one else 1.0,
+                      label=f"{prefix}full path {what} (n={lc[count_key]}, mean {_fmt_ratio(lc[mean_key])})")
+            if lc[mean_key] is not None:
+                ax.axvline(lc[mean_key], linestyle=ls, color=color, linewidth=1)
+            nz = np.flatnonzero(counts)
+            if nz.size:
+                lo, hi = min(lo, edges[nz[0]]), max(hi, edges[nz[-1] + 1])
+    if hi > lo:
+        pad = edges[1] - edges[0]
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
+    ax.set_xlabel("learned-path cost to the last exit / full MACs (no budget)")
+    ax.set_ylabel("test images")
+    ax.set_title("per-image cost of the learned gates")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
