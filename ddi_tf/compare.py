@@ -1,11 +1,19 @@
-"""Side-by-side comparison of training reports: one PNG plot and a Markdown table.
+"""Side-by-side comparison of training reports: one PNG plot and a Markdown table, and the trade-off JSON.
 
     python -m ddi_tf.compare --reports=DDI=runs/a/report.json,static=runs/b/report.json --out=docs/results/cifar_cpu
+    python -m ddi_tf.compare --reports=DDI=runs/d1/report.json+runs/d2/report.json,static=runs/s1/report.json+\
+runs/s2/report.json,ResNet-8=runs/r8/report.json --json=docs/results/tradeoff_cpu.json [--kinds=DDI=ddi,...] \
+        [--static=static] [--out=...]
 
 Writes ``<out>.png`` (accuracy against mean MACs, every policy of every report), ``<out>_pareto.png`` (each
 model's float Pareto front, and its int8 accuracy under hard budgets with ``--int8=label=latency.json``),
 ``<out>.md`` (every row, and the models side by side at equal mean MACs, energy and latency where reported)
 and, when the reports carry energy or latency, ``<out>_fronts.png`` (a Pareto panel per cost).
+
+``+`` joins the reports of several seeds (runs) of one model; the plots and the per-row tables show each run
+(``label #1``, ``label #2``, ...). ``--json`` writes the trade-off of every model (``tradeoff``: best accuracy at
+mean MACs <= each of ``TRADEOFF_LEVELS`` x the static reference's MACs, mean over seeds) and prints its Markdown
+table, which also goes into ``<out>.md`` with ``--out``.
 """
 
 from __future__ import annotations
@@ -13,14 +21,27 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NamedTuple
 
 from absl import app, flags
 
-flags.DEFINE_list("reports", [], "label=path/to/report.json, ...")
-flags.DEFINE_string("out", None, "Output prefix (without extension).")
+flags.DEFINE_list("reports", [], "label=path/to/report.json, ...; label=a/report.json+b/report.json gives several "
+                  "seeds (runs) of one model")
+flags.DEFINE_string("out", None, "Output prefix (without extension) of the plots and the Markdown table.")
+flags.DEFINE_string("json", None, "Writes the trade-off of every model to this JSON file (levels, static_macs, "
+                    "per model: kind, seeds, best_accuracy per level, learned_cost_ratio, target_cost) and prints "
+                    "its table.")
+flags.DEFINE_list("kinds", [], "label=kind, ... for --json, kind one of ddi, exits_only, layer_only, static, "
+                  "static_small; a model not listed gets its kind from its report's model config")
+flags.DEFINE_string("static", None, "--json: label of the static reference model whose MACs the levels scale "
+                    "(default: the static model with the most MACs)")
 flags.DEFINE_list("int8", [], "label=path/to/latency.json (benchmarks/runtime_latency.py) of a report's int8 "
                   "export: adds its int8 accuracy under hard budgets to <out>_pareto.png")
 FLAGS = flags.FLAGS
+
+KINDS = ("ddi", "exits_only", "layer_only", "static", "static_small")
+flags.register_validator("kinds", lambda items: all(i.partition("=")[2] in KINDS for i in items),
+                         f"--kinds items are label=kind with kind one of {', '.join(KINDS)}")
 
 
 def _fmt_row(label: str, policy: str, setting: str, r: dict, ref_macs: float) -> str:
@@ -183,40 +204,271 @@ def plot_fronts(reports: dict[str, dict], path: str) -> None:
     plt.close(fig)
 
 
+class CompareError(ValueError):
+    """Bad input to the comparison: a missing report, an unknown kind or label, no static reference."""
+
+
+TRADEOFF_LEVELS = (0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+"""Mean-MACs levels of the trade-off JSON, as fractions of the static reference's MACs."""
+
+
+def parse_reports(items: list[str]) -> dict[str, list[str]]:
+    """``label=path[+path...]`` items -> {label: [report paths, one per seed]}, every file checked to exist
+    (a path that exists as given is one report even if its name holds a ``+``)."""
+    if not items:
+        raise CompareError("--reports is empty: give label=path/to/report.json[+more seeds], ...")
+    out: dict[str, list[str]] = {}
+    for item in items:
+        label, _, spec = item.partition("=")
+        if not label or not spec:
+            raise CompareError(f"--reports item {item!r}: expected label=path/to/report.json[+path...]")
+        if label in out:
+            raise CompareError(f"--reports: label {label!r} given twice (join seeds of one model with +)")
+        paths = [spec] if os.path.isfile(spec) else spec.split("+")
+        for path in paths:
+            if not path or not os.path.isfile(path):
+                raise CompareError(f"--reports {label}: report {path!r} not found")
+        out[label] = paths
+    return out
+
+
+def parse_kinds(items: list[str], labels: list[str]) -> dict[str, str]:
+    """``label=kind`` items -> {label: kind}, labels of ``labels`` and kinds of ``KINDS`` only."""
+    kinds = {}
+    for item in items:
+        label, _, kind = item.partition("=")
+        if label not in labels:
+            raise CompareError(f"--kinds {item!r}: {label!r} is not a label of --reports ({', '.join(labels)})")
+        if kind not in KINDS:
+            raise CompareError(f"--kinds {item!r}: unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        kinds[label] = kind
+    return kinds
+
+
+def report_kind(rep: dict) -> str:
+    """``ddi``, ``exits_only``, ``layer_only`` or ``static`` from a report's model config (ungated without exits:
+    static; ungated with exits: exits_only; gated with G = 1: layer_only; other gated: ddi). Whether a static
+    model is ``static_small`` depends on the static reference (``tradeoff``)."""
+    m = rep.get("model")
+    if not isinstance(m, dict) or "gate_type" not in m:
+        raise CompareError("the report has no model config (gate_type); give its kind with --kinds")
+    if m["gate_type"] == "none":
+        return "exits_only" if m.get("exits") else "static"
+    return "layer_only" if m.get("groups") == 1 else "ddi"
+
+
+def model_macs(rep: dict) -> float:
+    """Full-path MACs of a report's model (for a static model, its only operating point)."""
+    macs = rep.get("full_macs", rep.get("backbone_macs"))
+    if macs is None:
+        raise CompareError("the report has neither full_macs nor backbone_macs")
+    return float(macs)
+
+
+def best_accuracy(rep: dict, kind: str, max_macs: float) -> float | None:
+    """Best test accuracy among a report's operating points with mean MACs <= ``max_macs`` (a static model: its
+    full-path point only), None when none is that cheap."""
+    if kind in ("static", "static_small"):
+        r = rep["exits_all_full"][-1]
+        points = [(float(r["mean_macs"]), float(r["accuracy"]))]
+    else:
+        points = [(macs, acc) for macs, acc, _ in operating_points(rep)]
+    ok = [acc for macs, acc in points if macs <= max_macs * (1 + 1e-9)]
+    return max(ok) if ok else None
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else float(sum(values) / len(values))
+
+
+def _target_cost(rep: dict, path: str | None) -> float | None:
+    """``train.target_cost`` of the run: from the report when it carries its training config, else from the
+    ``config.json`` next to the report; None when neither has it."""
+    train = rep.get("train")
+    if not isinstance(train, dict) and path:
+        cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+        if os.path.isfile(cfg_path):
+            with open(cfg_path) as f:
+                train = json.load(f).get("train")
+    t = train.get("target_cost") if isinstance(train, dict) else None
+    return None if t is None else float(t)
+
+
+class Tradeoff(NamedTuple):
+    """``tradeoff``'s answer.
+
+    Args:
+      json: the JSON contract (``--json``).
+      per_seed: {label: {"best_accuracy": [[each seed's] per level], "learned_cost_ratio": [each seed's]}}.
+      static: label of the static reference.
+    """
+
+    json: dict
+    per_seed: dict[str, dict[str, list]]
+    static: str
+
+
+def tradeoff(runs: dict[str, list[dict]], kinds: dict[str, str] | None = None, static: str | None = None,
+             paths: dict[str, list[str]] | None = None, levels: tuple[float, ...] = TRADEOFF_LEVELS) -> Tradeoff:
+    """The trade-off of every model at each level of the static reference's MACs.
+
+    Args:
+      runs: {label: [report of each seed]}.
+      kinds: {label: kind} that override the kind read from the reports (``report_kind``); an inferred static
+        model is ``static_small`` when its MACs are below the reference's.
+      static: label of the static reference; default the static model (by kind) with the most MACs.
+      paths: {label: [report path of each seed]}, to read ``target_cost`` from the ``config.json`` beside each
+        report (gated models only).
+      levels: fractions of the reference's MACs.
+
+    Returns the JSON contract ``{"levels", "static_macs", "models": {label: {"kind", "seeds", "best_accuracy",
+    "learned_cost_ratio", "target_cost"}}}`` (accuracies as fractions; ``best_accuracy`` the mean over seeds at
+    each level, None where a seed has no point that cheap; ``learned_cost_ratio`` the mean over seeds of the
+    reports' ``learned_cost.mean_ratio``, None unless every seed has one), each seed's values and the reference.
+    """
+    kinds = dict(kinds or {})
+    paths = paths or {}
+    if not runs:
+        raise CompareError("no reports to compare")
+    base, macs = {}, {}
+    for label, reps in runs.items():
+        if not reps:
+            raise CompareError(f"{label}: no reports")
+        seed_macs = {model_macs(r) for r in reps}
+        if len(seed_macs) > 1:
+            raise CompareError(f"{label}: its seeds have different full MACs {sorted(seed_macs)}: not one model")
+        macs[label] = seed_macs.pop()
+        if label in kinds:
+            base[label] = kinds[label]
+            continue
+        seed_kinds = set()
+        for r in reps:
+            try:
+                seed_kinds.add(report_kind(r))
+            except CompareError as e:
+                raise CompareError(f"{label}: {e}") from None
+        if len(seed_kinds) > 1:
+            raise CompareError(f"{label}: its seeds are different kinds of model {sorted(seed_kinds)}")
+        base[label] = seed_kinds.pop()
+    statics = [label for label, k in base.items() if k in ("static", "static_small")]
+    if static is None:
+        if not statics:
+            raise CompareError("no static model among the reports: add one (a static reference) or name it with "
+                               "--static")
+        static = max(statics, key=lambda label: macs[label])
+    elif static not in runs:
+        raise CompareError(f"--static={static!r} is not a label of --reports ({', '.join(runs)})")
+    elif base[static] not in ("static", "static_small"):
+        raise CompareError(f"--static={static!r} is a {base[static]} model, not a static one")
+    ref = macs[static]
+    for label in statics:
+        if label not in kinds:
+            base[label] = "static_small" if macs[label] < ref else "static"
+    models, per_seed = {}, {}
+    for label, reps in runs.items():
+        kind = base[label]
+        acc = [[best_accuracy(r, kind, f * ref) for r in reps] for f in levels]
+        lc = [(r.get("learned_cost") or {}).get("mean_ratio") for r in reps]
+        gated = kind in ("ddi", "layer_only")
+        targets = [_target_cost(r, p) for r, p in zip(reps, paths.get(label, [None] * len(reps)), strict=True)]
+        if gated and len({t for t in targets if t is not None}) > 1:
+            raise CompareError(f"{label}: its seeds were trained to different target costs {targets}")
+        models[label] = {"kind": kind, "seeds": len(reps), "best_accuracy": [_mean_or_none(a) for a in acc],
+                         "learned_cost_ratio": _mean_or_none(lc),
+                         "target_cost": targets[0] if gated and None not in targets else None}
+        per_seed[label] = {"best_accuracy": acc, "learned_cost_ratio": lc}
+    return Tradeoff({"levels": list(levels), "static_macs": ref, "models": models}, per_seed, static)
+
+
+def tradeoff_markdown(t: Tradeoff) -> str:
+    """The trade-off as a Markdown table: a row per model, mean over seeds with each seed's value in brackets."""
+    result, per_seed, static = t
+    ref = result["static_macs"]
+
+    def cell(mean: float | None, seeds: list[float | None], pct: bool) -> str:
+        f = (lambda v: "-" if v is None else f"{100 * v:.2f}") if pct else (lambda v: "-" if v is None else f"{v:.3f}")
+        return f(mean) + (f" ({', '.join(f(v) for v in seeds)})" if len(seeds) > 1 else "")
+
+    lines = [f"Best float test accuracy (%) at mean MACs <= level x the static reference ({static}, "
+             f"{ref / 1e6:.2f}M MACs): mean over seeds, each seed in brackets; "
+             "-: no operating point that cheap (in at least one seed). Learned cost: mean learned-path cost / full "
+             "cost.", "",
+             "| model | kind | seeds | " + " | ".join(f"<= {f:.2f} ({f * ref / 1e6:.1f}M)" for f in result["levels"])
+             + " | learned cost | target cost |",
+             "|---|---|---|" + "---|" * (len(result["levels"]) + 2)]
+    for label, m in result["models"].items():
+        s = per_seed[label]
+        accs = [cell(a, seeds, True) for a, seeds in zip(m["best_accuracy"], s["best_accuracy"], strict=True)]
+        lines.append(f"| {label} | {m['kind']} | {m['seeds']} | " + " | ".join(accs) + " | "
+                     + cell(m["learned_cost_ratio"], s["learned_cost_ratio"], False) + " | "
+                     + ("-" if m["target_cost"] is None else f"{m['target_cost']:.2f}") + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
-    """Writes the plot and the table."""
+    """Writes the plots and the tables (``--out``) and the trade-off JSON (``--json``)."""
     del argv
-    if not FLAGS.reports or not FLAGS.out:
-        raise app.UsageError("--reports and --out are required")
+    if not FLAGS.reports or not (FLAGS.out or FLAGS.json):
+        raise app.UsageError("--reports and at least one of --out and --json are required")
+    try:
+        paths = parse_reports(FLAGS.reports)
+        kinds = parse_kinds(FLAGS.kinds, list(paths))
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    runs = {}
+    for label, seed_paths in paths.items():
+        runs[label] = []
+        for path in seed_paths:
+            with open(path) as f:
+                runs[label].append(json.load(f))
+    table = None
+    if FLAGS.json:
+        try:
+            result = tradeoff(runs, kinds, FLAGS.static, paths)
+        except CompareError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        from ddi_tf.evaluate import write_json_atomic
+
+        write_json_atomic(FLAGS.json, result.json)
+        table = tradeoff_markdown(result)
+        print(table, end="")
+        print(f"wrote {FLAGS.json}")
+    if FLAGS.out:
+        write_outputs(runs, FLAGS.out, FLAGS.int8, table)
+
+
+def write_outputs(runs: dict[str, list[dict]], out: str, int8_items: list[str], tradeoff_table: str | None) -> None:
+    """The plots and ``<out>.md`` (with ``tradeoff_table`` at its end when given); a model with several seeds is
+    shown run by run (``label #1``, ...)."""
     import ddi_tf  # noqa: F401
     from ddi_tf.evaluate import plot_report
 
     reports = {}
-    for item in FLAGS.reports:
-        label, _, path = item.partition("=")
-        if not path or not os.path.exists(path):
-            print(f"error: report {path or item!r} not found (expected label=path)", file=sys.stderr)
-            sys.exit(2)
-        with open(path) as f:
-            reports[label] = json.load(f)
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    plot_report(reports, FLAGS.out + ".png", title="CIFAR-10 test accuracy against mean MACs")
-    with open(FLAGS.out + ".md", "w") as f:
+    for label, reps in runs.items():
+        for i, rep in enumerate(reps):
+            reports[label if len(reps) == 1 else f"{label} #{i + 1}"] = rep
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plot_report(reports, out + ".png", title="CIFAR-10 test accuracy against mean MACs")
+    with open(out + ".md", "w") as f:
         f.write(markdown(reports))
+        if tradeoff_table:
+            f.write("\n" + tradeoff_table)
     int8 = {}
-    for item in FLAGS.int8:
+    for item in int8_items:
         label, _, path = item.partition("=")
         if label not in reports or not os.path.exists(path):
-            print(f"error: --int8 {item!r}: needs label=path with a label of --reports and an existing file",
-                  file=sys.stderr)
+            print(f"error: --int8 {item!r}: needs label=path with a label of --reports (label #i for a model with "
+                  "several seeds) and an existing file", file=sys.stderr)
             sys.exit(2)
         with open(path) as f:
             int8[label] = json.load(f)
-    plot_pareto(reports, int8, FLAGS.out + "_pareto.png")
-    written = [f"{FLAGS.out}.png", f"{FLAGS.out}_pareto.png", f"{FLAGS.out}.md"]
+    plot_pareto(reports, int8, out + "_pareto.png")
+    written = [f"{out}.png", f"{out}_pareto.png", f"{out}.md"]
     if len(units_present(reports)) > 1:
-        plot_fronts(reports, FLAGS.out + "_fronts.png")
-        written.append(f"{FLAGS.out}_fronts.png")
+        plot_fronts(reports, out + "_fronts.png")
+        written.append(f"{out}_fronts.png")
     print("wrote " + ", ".join(written))
 
 
