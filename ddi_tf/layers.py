@@ -188,7 +188,8 @@ class BudgetGuard(keras.layers.Layer):
     else the widest cheaper option that fits; halted samples get option 0 (skip) and are charged
     nothing. The gate's straight-through gradient flows through the one-hot into the cost.
 
-    Inputs: ``[state]`` or ``[state, onehot]``, plus ``budget`` (B,) last when ``use_budget``.
+    Inputs: ``[state]`` or ``[state, onehot]``, plus ``budget`` (B,) last when ``use_budget``: positive, ``inf``
+    for no budget; a NaN, zero or negative budget is an InvalidArgumentError.
     Outputs: ``state'`` or ``[state', onehot']``.
 
     With ``defer`` (deferred exits, the board runtime's ``--defer_exits``; budget-only policies) the state is
@@ -223,6 +224,9 @@ class BudgetGuard(keras.layers.Layer):
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         budget = tf.reshape(tf.cast(inputs.pop(), tf.float64), [-1]) if self.use_budget else None
+        if budget is not None:  # a NaN budget compares false with every cost: it would run as no budget at all
+            tf.debugging.assert_positive(budget, message=f"{self.name}: every budget must be positive (inf: no "
+                                         "budget); got NaN, zero or a negative budget")
         state = tf.cast(inputs[0], tf.float64)
         onehot = inputs[1] if len(inputs) > 1 else None
         spent, halted = state[:, 0], state[:, 1]

@@ -173,6 +173,14 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     return rows
 
 
+def _positive_fractions(values: list[str]) -> bool:
+    """The --budget_fractions validator: every value a positive, finite number."""
+    try:
+        return all(0.0 < float(v) < float("inf") for v in values)
+    except ValueError:
+        return False
+
+
 def main(argv: list[str]) -> None:
     """CLI."""
     del argv
@@ -219,6 +227,9 @@ if __name__ == "__main__":
     flags.DEFINE_boolean("layers", False, "Also compare the feature maps after the stem and every block, element "
                          "by element on the int8 grid (200 images, every block at full width).")
     flags.DEFINE_list("budget_fractions", ["0.25", "0.5", "0.75", "1.0"],
-                      "Budgets (fractions of the full MACs) at which float and int8 accuracy are compared.")
+                      "Budgets (fractions of the full MACs, positive and finite) at which float and int8 accuracy "
+                      "are compared.")
+    flags.register_validator("budget_fractions", _positive_fractions,
+                             "--budget_fractions must be positive, finite numbers (NaN, 0, < 0 and inf are refused)")
     flags.mark_flags_as_required(["workdir", "model_dir"])
     app.run(main)

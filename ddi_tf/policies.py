@@ -64,6 +64,18 @@ class ExitOutputs:
                    decisions={k: v for k, v in out.items() if k.endswith("_decision")})
 
 
+def check_budget(budget: float) -> float:
+    """``budget`` as a float if it is one: positive, or ``inf`` for no budget; else ValueError.
+
+    A NaN budget compares false with every cost and would run as no budget at all; zero, negative and -inf
+    budgets can never be met.
+    """
+    value = float(budget)
+    if not value > 0.0:
+        raise ValueError(f"budget {budget!r} is not a budget: it must be positive (inf: no budget)")
+    return value
+
+
 def choose_exit(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float) -> np.ndarray:
     """Index of the answering exit per sample: the first reached exit with confidence >= its threshold,
     else the last reached exit; -1 when no exit was reached."""
@@ -82,8 +94,11 @@ def evaluate(outputs: ExitOutputs, thresholds: np.ndarray | list[float] | float 
 
     A confidence is at most 1, so the default threshold never exits early: a sample answers from the last
     exit it reached. Returns ``accuracy``, ``mean_cost``, ``max_cost``, ``over_budget``, ``unanswered``
-    and ``exit_histogram`` (fraction of samples answering at each exit).
+    and ``exit_histogram`` (fraction of samples answering at each exit). ``budget``: None or ``inf`` for none;
+    NaN, zero or negative is a ValueError.
     """
+    if budget is not None:
+        check_budget(budget)
     idx = choose_exit(outputs, thresholds)
     rows = np.arange(len(idx))
     answered = idx >= 0
@@ -136,7 +151,7 @@ def simulate_budget(piece_costs: list[list[float]], kinds: list[str], reserves: 
       reserves: ``CostTable.reserves()``.
       chosen: for each piece the option it would run without a budget (gate choice; 0 for single-option
         pieces).
-      budget: the sample's budget.
+      budget: the sample's budget (positive; ``inf``: no budget; NaN, zero or negative: ValueError).
       defer_exits: the board runtime's deferred exits (``Scheduler.run(defer_exits=True)``, no thresholds): an
         exit whose next exit is cheaply affordable is kept instead of run (its cost reserved), answers only if
         the sample stops before the next exit, and while it is kept a block the budget would cut down to its
@@ -146,6 +161,7 @@ def simulate_budget(piece_costs: list[list[float]], kinds: list[str], reserves: 
       (option run per piece, -1 where halted and -2 for an exit kept but not run; cost spent, including a kept
       exit that answered; number of exits reached, kept ones included).
     """
+    check_budget(budget)
     spent, halted, ran, exits = 0.0, False, [], 0
     held, kept = 0.0, False
     n = len(piece_costs)

@@ -79,7 +79,8 @@ int ddi_begin(ddi_state *s, const ddi_model *m, int32_t cost_kind, double budget
   s->done = 1;
   rc = ddi_cheapest_answer(m, cost_kind, &cheapest);
   if (rc != DDI_OK) return rc;
-  if (!(budget >= cheapest) || isnan(budget)) return DDI_ERR_BUDGET;
+  if (!(budget > 0.0)) return DDI_ERR_BAD_BUDGET; /* NaN compares false: refused, never "no budget" */
+  if (!(budget >= cheapest)) return DDI_ERR_BUDGET;
   rc = ddi_reserves(m, cost_kind, s->reserves);
   if (rc != DDI_OK) return rc;
   s->cost_kind = cost_kind;

@@ -52,10 +52,11 @@ typedef enum { DDI_COST_MACS = 0, DDI_COST_ENERGY_UJ = 1, DDI_COST_LATENCY_US = 
 enum {
   DDI_OK = 0,
   DDI_ERR_ARG = -1,        /* NULL pointer, bad cost kind, bad table, too many pieces */
-  DDI_ERR_BUDGET = -2,     /* budget below the cheapest way to the first exit (or NaN) */
+  DDI_ERR_BUDGET = -2,     /* budget below the cheapest way to the first exit */
   DDI_ERR_NO_EXIT = -3,    /* the table has no exit */
   DDI_ERR_STATE = -4,      /* call out of order (e.g. ddi_next while a gate/exit report is pending) */
-  DDI_ERR_LOGITS = -5      /* wrong number of logits */
+  DDI_ERR_LOGITS = -5,     /* wrong number of logits */
+  DDI_ERR_BAD_BUDGET = -6  /* budget NaN, zero or negative (-INFINITY included); INFINITY means "no budget" */
 };
 
 /* Quantisation of a boundary tensor (an "edge" between pieces). */
@@ -165,7 +166,9 @@ int ddi_cheapest_answer(const ddi_model *m, int32_t cost_kind, double *out);
 int ddi_reserves(const ddi_model *m, int32_t cost_kind, double *out);
 
 /* Starts one sample. thresholds: one per exit (num_exits values), or NULL for "never stop early".
- * Returns DDI_ERR_BUDGET when the budget is below the cheapest way to the first exit. */
+ * budget: positive, in cost_kind units; INFINITY means no budget. Returns DDI_ERR_BAD_BUDGET for a NaN, zero or
+ * negative budget and DDI_ERR_BUDGET when the budget is below the cheapest way to the first exit; on any error
+ * the state stays unusable (ddi_next returns DDI_MISUSE). */
 int ddi_begin(ddi_state *s, const ddi_model *m, int32_t cost_kind, double budget, const double *thresholds);
 
 /* Deferred exits (after ddi_begin, before the first ddi_next; ddi_begin turns them off), the rule of

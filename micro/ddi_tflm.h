@@ -29,8 +29,10 @@ enum {
 /* Registers the ops (generated ddi_ops.h) once. Call before ddi_tflm_classify. */
 int ddi_tflm_init(void);
 
-/* Classifies one image (32x32x3 uint8, HWC) within `budget` (in `cost_kind` units), stopping early at an exit
- * whose confidence reaches thresholds[exit] (NULL: never early). Fills *result. Returns DDI_OK or an error. */
+/* Classifies one image (32x32x3 uint8, HWC) within `budget` (in `cost_kind` units; INFINITY: no budget), stopping
+ * early at an exit whose confidence reaches thresholds[exit] (NULL: never early). Fills *result. Returns DDI_OK or
+ * an error (ddi_begin's: DDI_ERR_BAD_BUDGET for a NaN, zero or negative budget, DDI_ERR_BUDGET below the cheapest
+ * answer). */
 int ddi_tflm_classify(const uint8_t *image, int32_t cost_kind, double budget, const double *thresholds,
                       ddi_result *result);
 

@@ -37,6 +37,8 @@ import gen  # noqa: E402
 KINDS = {"fixed": 0, "gate": 1, "block": 2, "exit": 3}
 COST_MACS, COST_ENERGY_UJ = 0, 1
 DONE = -1
+BEGIN_ERRORS = {-1: "DDI_ERR_ARG: bad table or cost kind", -2: "DDI_ERR_BUDGET: below the cheapest way to an answer",
+                -3: "DDI_ERR_NO_EXIT", -6: "DDI_ERR_BAD_BUDGET: NaN, zero or negative"}
 
 # name: (RAM bytes, flash bytes, note). Whole on-chip SRAM / flash as the vendors state them.
 BOARDS = {
@@ -150,7 +152,7 @@ class Core:
         th = None if thresholds is None else (C.c_double * len(thresholds))(*thresholds)
         rc = self.lib.ddi_begin(self.state, C.byref(self.model), kind, budget, th)
         if rc != 0:
-            raise ValueError(f"ddi_begin failed with {rc} (-2: budget below the cheapest way to an answer)")
+            raise ValueError(f"ddi_begin failed with {rc} ({BEGIN_ERRORS.get(rc, 'see ddi_sched.h')}, budget {budget})")
         if defer_exits and self.lib.ddi_set_defer_exits(self.state, 1) != 0:
             raise RuntimeError("ddi_set_defer_exits failed")
         x = (image.astype(np.int16) - 128).astype(np.int8)[None]
@@ -295,6 +297,8 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
     core = Core(lib, table)
     ckind = COST_MACS if kind == "macs" else COST_ENERGY_UJ
     cheapest = core.cheapest(ckind)
+    if not budget > 0.0:  # (NaN included: it compares false with every cost)
+        raise ValueError(f"budget {budget} {kind} is not a budget: it must be positive (inf: no budget)")
     if not budget >= cheapest:
         raise ValueError(f"budget {budget:g} {kind} is below the cheapest way to an answer ({cheapest:g})")
     thresholds = None if threshold is None else [threshold] * table["num_exits"]
@@ -359,13 +363,26 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
     return result
 
 
+def _budget_value(text: str) -> float:
+    """argparse type of the budget flags: a positive number, or ``inf`` for no budget (NaN, 0, < 0 refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a budget: give a positive number (inf: no budget)")
+    return value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model_dir", required=True)
     ap.add_argument("--data", required=True, help=".npz with x (N, 32, 32, 3) uint8 and y")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--budget_macs", type=float, default=None)
-    ap.add_argument("--budget_uj", type=float, default=None)
+    ap.add_argument("--budget_macs", type=_budget_value, default=None,
+                    help="hard per-sample budget in MACs; positive, or inf: no budget (the default)")
+    ap.add_argument("--budget_uj", type=_budget_value, default=None,
+                    help="hard per-sample budget in microjoules; positive, or inf: no budget")
     ap.add_argument("--threshold", type=float, default=None, help="early-exit threshold for every exit")
     ap.add_argument("--generated", default=None, help="generated dir (default: generate into a temp dir)")
     ap.add_argument("--defer_exits", action="store_true",

@@ -241,3 +241,22 @@ def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
         first = kinds.index("exit")
         assert all(not (r == 0 < w) for r, w, k in zip(ran[first:], chosen[first:], kinds[first:], strict=True)
                    if k == "block")
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "-1", "-inf"])
+def test_verify_refuses_nan_and_non_positive_budgets(generated, test_npz, value):
+    export_dir, _, out, _ = generated
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", f"--budget_macs={value}")
+    assert r.returncode == 2 and "--budget_macs" in r.stderr and "positive" in r.stderr and "inf: no budget" in r.stderr
+
+
+def test_c_core_refuses_nan_and_non_positive_budgets(generated):
+    import math
+
+    import numpy as np
+    import verify
+
+    core = verify.Core(verify.load_lib(), generated[3])
+    for value in (math.nan, 0.0, -1.0, -math.inf):
+        with pytest.raises(ValueError, match="DDI_ERR_BAD_BUDGET"):
+            core.run(np.zeros((32, 32, 3), np.uint8), None, value, verify.COST_MACS, None)

@@ -180,3 +180,51 @@ def test_damaged_exports_give_clear_errors(exported, tmp_path, damage, message):
     (out_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=message):
         Scheduler(str(out_dir), interpreter="litert")
+
+
+BAD_BUDGETS = ["nan", "-nan", "-inf", "0", "-0", "-5", "-1e9"]
+
+
+@pytest.mark.parametrize("flag", ["--budget_macs", "--budget_uj", "--budget_ms"])
+@pytest.mark.parametrize("value", BAD_BUDGETS)
+def test_cli_refuses_nan_and_non_positive_budgets(exported, capsys, flag, value):
+    from ddi_runtime.__main__ import main
+
+    npz = str(Path(exported[1]).parent / "test.npz")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", f"--model_dir={exported[1]}", f"--data={npz}", f"{flag}={value}", "--limit=2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "positive" in err and "inf: no budget" in err
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.inf, 0.0, -0.0, -3.0])
+@pytest.mark.parametrize("kind", ["macs", "uj"])
+def test_scheduler_refuses_nan_and_non_positive_budgets(exported, sched, value, kind):
+    img = exported[3].x_test[0]
+    with pytest.raises(BudgetError, match="positive"):
+        sched.run(img, value, kind)
+    with pytest.raises(BudgetError, match="positive"):
+        sched.check_budget(kind, value)
+
+
+def test_infinite_budget_means_no_budget_and_says_so(exported, sched):
+    from ddi_runtime.__main__ import evaluate
+
+    data = exported[3]
+    free = sched.run(data.x_test[0], math.inf, "macs")
+    assert not free.halted and free.exit == sched.num_exits - 1
+    sched.check_budget("macs", math.inf)
+    res = evaluate(sched, data.x_test[:4], data.y_test[:4], "macs", math.inf, None)
+    assert res["budget_macs"] is None and res["over_budget"] == 0
+    out = _cli("eval", f"--model_dir={exported[1]}", f"--data={Path(exported[1]).parent / 'test.npz'}",
+               "--budget_macs=inf", "--limit=4", "--delegate=none")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no budget" in out.stdout
+
+
+def test_nan_budget_from_the_command_line_is_an_error(exported):
+    res = _cli("eval", f"--model_dir={exported[1]}", f"--data={Path(exported[1]).parent / 'test.npz'}",
+               "--budget_macs=nan")
+    assert res.returncode == 2 and "--budget_macs" in res.stderr and "positive" in res.stderr
+    assert "budget_macs" not in res.stdout

@@ -165,12 +165,31 @@ static void test_budget_below_cheapest(void) {
   int gates[2] = {0, 0};
   trace t = run(150.999, DDI_COST_MACS, gates, kFlat, NULL);
   CHECK(t.rc == DDI_ERR_BUDGET);
-  t = run(NAN, DDI_COST_MACS, gates, kFlat, NULL);
-  CHECK(t.rc == DDI_ERR_BUDGET);
+  t = run(INFINITY, DDI_COST_MACS, gates, kFlat, NULL); /* no budget */
+  CHECK(t.rc == DDI_OK && !t.r.halted);
   t = run(2.4, DDI_COST_ENERGY_UJ, gates, kFlat, NULL);
   CHECK(t.rc == DDI_ERR_BUDGET);
   t = run(2.5, DDI_COST_ENERGY_UJ, gates, kFlat, NULL);
   CHECK(t.rc == DDI_OK && t.r.exit == 0 && t.r.halted);
+}
+
+/* NaN, zero, negative and -inf are not budgets, whatever the costs: even where the cheapest answer costs 0
+ * (latency_us is 0 in a table generated without a latency table), they are refused, never read as "no budget". */
+static void test_bad_budget_values(void) {
+  int gates[2] = {0, 0};
+  const double bad[] = {NAN, -NAN, 0.0, -0.0, -1.0, -INFINITY};
+  const int32_t kinds[] = {DDI_COST_MACS, DDI_COST_ENERGY_UJ, DDI_COST_LATENCY_US};
+  size_t i, k;
+  ddi_state s;
+  for (k = 0; k < sizeof kinds / sizeof kinds[0]; ++k) {
+    for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+      trace t = run(bad[i], kinds[k], gates, kFlat, NULL);
+      CHECK(t.rc == DDI_ERR_BAD_BUDGET);
+    }
+    CHECK(run(INFINITY, kinds[k], gates, kFlat, NULL).rc == DDI_OK);
+  }
+  CHECK(ddi_begin(&s, &g_model, DDI_COST_MACS, NAN, NULL) == DDI_ERR_BAD_BUDGET);
+  CHECK(ddi_next(&s).piece == DDI_MISUSE); /* a refused budget leaves the state unusable */
 }
 
 static void test_early_exit(void) {
@@ -278,6 +297,7 @@ int main(void) {
   test_halt();
   test_never_over_budget();
   test_budget_below_cheapest();
+  test_bad_budget_values();
   test_early_exit();
   test_argmax_confidence();
   test_misuse();

@@ -17,7 +17,15 @@ import sys
 import numpy as np
 
 from ddi_runtime.interpreters import DELEGATES, RuntimeSetupError
-from ddi_runtime.scheduler import BudgetError, ModelError, Scheduler
+from ddi_runtime.scheduler import BudgetError, ModelError, Scheduler, check_budget_value
+
+
+def _budget_value(text: str) -> float:
+    """argparse type of the budget flags: a positive number, or ``inf`` for no budget (NaN, 0, < 0 refused)."""
+    try:
+        return check_budget_value(text)
+    except BudgetError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a budget: give a positive number (inf: no budget)") from e
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +39,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="default CPU path (XNNPACK on LiteRT), none (builtin kernels), or edgetpu")
     budget = argparse.ArgumentParser(add_help=False)
     group = budget.add_mutually_exclusive_group()
-    group.add_argument("--budget_macs", type=float, help="hard per-sample budget in MACs")
-    group.add_argument("--budget_uj", type=float, help="hard per-sample budget in microjoules (energy model)")
-    group.add_argument("--budget_ms", type=float, help="hard per-sample budget in milliseconds (latency table)")
+    none = "; positive, or inf: no budget (the default)"
+    group.add_argument("--budget_macs", type=_budget_value, help="hard per-sample budget in MACs" + none)
+    group.add_argument("--budget_uj", type=_budget_value,
+                       help="hard per-sample budget in microjoules (energy model)" + none)
+    group.add_argument("--budget_ms", type=_budget_value,
+                       help="hard per-sample budget in milliseconds (latency table)" + none)
     budget.add_argument("--threshold", type=float, nargs="+", default=None,
                         help="confidence threshold(s) for early exits (one for all exits, or one per exit)")
     budget.add_argument("--defer_exits", action="store_true",
@@ -95,9 +106,8 @@ def load_image(path: str) -> np.ndarray:
 
 def evaluate(sched: Scheduler, x: np.ndarray, y: np.ndarray, kind: str, budget: float, thresholds,
              defer_exits: bool = False) -> dict:
-    """Runs every sample and summarises accuracy, cost, budget violations and latency."""
-    if math.isfinite(budget):
-        sched.check_budget(kind, budget)
+    """Runs every sample and summarises accuracy, cost, budget violations and latency (``inf``: no budget)."""
+    sched.check_budget(kind, budget)
     plan = sched.costs(kind)
     results = [sched.run(img, budget, kind, thresholds, plan, defer_exits) for img in x]
     pred = np.array([r.pred for r in results])
@@ -142,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         kind, budget = _budget(args)
         if args.command == "classify":
-            if math.isfinite(budget):
-                sched.check_budget(kind, budget)
+            sched.check_budget(kind, budget)
             names = sched.manifest.get("class_names") or []
             for path in args.images:
                 r = sched.run(load_image(path), budget, kind, args.threshold,
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json == "-":
             print(json.dumps(result, indent=2))
         else:
-            print(f"{result['examples']} examples  accuracy {result['accuracy']:.4f}  "
+            limit = "no budget" if math.isinf(budget) else f"budget {budget:g} {kind}"
+            print(f"{result['examples']} examples  {limit}  accuracy {result['accuracy']:.4f}  "
                   f"mean MACs {result['mean_macs']:.4g}  max MACs {result['max_macs']:.4g}  "
                   f"over budget {result['over_budget']}  latency p50 {result['latency_ms']['p50']:.3f} ms  "
                   f"({result['interpreter']})")

@@ -6,7 +6,7 @@ reserve) no longer fits in what remains of its budget, and answers from the late
 gated block the scheduler runs the gate's choice (the argmax of its int8 logits, the widest option on a tie),
 or the widest cheaper option that fits. An exit answers
 early when its max softmax reaches its threshold. A budget below the cheapest way to the first exit is an
-error before any sample runs.
+error before any sample runs; so is a budget that is NaN, zero or negative (``inf`` means no budget).
 """
 
 from __future__ import annotations
@@ -31,7 +31,22 @@ class ModelError(ValueError):
 
 
 class BudgetError(ValueError):
-    """A budget no sample can meet."""
+    """A budget no sample can meet, or a value that is no budget (NaN, zero, negative)."""
+
+
+def check_budget_value(budget: float, kind: str = "macs") -> float:
+    """``budget`` as a float if it is one: positive, or ``inf`` for "no budget"; else BudgetError.
+
+    NaN compares false with every cost, so a NaN budget would silently run as no budget at all; zero, negative
+    and -inf budgets can never be met.
+    """
+    try:
+        value = float(budget)
+    except (TypeError, ValueError) as e:
+        raise BudgetError(f"budget {budget!r} {kind} is not a number") from e
+    if not value > 0.0:
+        raise BudgetError(f"budget {budget!r} {kind} is not a budget: it must be positive (inf: no budget)")
+    return value
 
 
 @dataclasses.dataclass(slots=True)
@@ -224,9 +239,10 @@ class Scheduler:
         raise ModelError("the export has no exit")
 
     def check_budget(self, kind: str, budget: float) -> None:
-        """BudgetError when ``budget`` is below the cheapest way to an answer."""
+        """BudgetError when ``budget`` is NaN, not positive or below the cheapest way to an answer (``inf``: none)."""
+        check_budget_value(budget, kind)
         cheapest = self.cheapest_answer(kind)
-        if not (budget >= cheapest and not math.isnan(budget)):
+        if not budget >= cheapest:
             raise BudgetError(f"budget {budget:g} {kind} is below the cheapest way to an answer ({cheapest:g} {kind}: "
                               "stem, gates and every block skipped, up to the first exit)")
 
@@ -241,7 +257,10 @@ class Scheduler:
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
             thresholds: list[float] | float | None = None, plan: tuple | None = None,
             defer_exits: bool = False) -> Result:
-        """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units).
+        """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units; ``inf``: no budget).
+
+        A NaN, zero or negative budget is a BudgetError (``check_budget`` also refuses one below the cheapest
+        answer; call it once before a loop over samples).
 
         ``plan`` is ``self.costs(kind)``, passed in to avoid recomputing it per sample.
 
@@ -254,6 +273,8 @@ class Scheduler:
         (docs/RESULTS.md section 3). With a budget that does not bind, only the last exit runs. Off by default,
         so that decisions and costs match the Keras policy and the C core exactly, exit by exit.
         """
+        if not budget > 0.0:  # (NaN too: it compares false with every cost and would mean no budget at all)
+            check_budget_value(budget, kind)
         image_uint8 = np.asarray(image_uint8)
         if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
             raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
