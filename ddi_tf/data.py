@@ -611,20 +611,52 @@ def split_train_val(
     return (data.x_train[train], data.y_train[train]), (data.x_train[val], data.y_train[val])
 
 
+def _check_labels(y: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
+    """``y`` as int64 class indices, or a DataError naming the first label that is not in 0..num_classes-1.
+
+    Whole-number float labels are accepted as their integers; 2.5, NaN or inf are not class indices. The board
+    runtime's ``ddi_runtime.data.check_labels`` applies the same rule to the ``.npz`` files it evaluates.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(y) | (np.floor(y) != y)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where}: label y[{i}] = {y.flat[i]!r} is not an integer class index "
+                            f"({int(bad.sum())} of {y.size} labels are not)")
+    elif y.dtype.kind not in "iu":
+        return y  # (_check_xy names the dtype)
+    bad = (y < 0) | (y >= num_classes) if num_classes else y < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        value = y.reshape(-1)[i].item()
+        value = int(value) if float(value).is_integer() else value
+        classes = f"0..{num_classes - 1} ({num_classes} classes" if num_classes else "0.. (a class index"
+        raise DataError(f"{where}: label y[{i}] = {value!r} is outside {classes}; {int(bad.sum())} of {y.size} "
+                        "labels are outside)")
+    return y.astype(np.int64)
+
+
 def write_npz(
     path: str | os.PathLike, x: np.ndarray, y: np.ndarray, class_names: list[str] | None = None
 ) -> None:
-    """Atomically write ``x`` (uint8 N x 32 x 32 x 3), ``y`` (int64 N) and ``class_names`` to an ``.npz``."""
+    """Atomically write ``x`` (uint8 N x 32 x 32 x 3), ``y`` (int64 N) and ``class_names`` to an ``.npz``.
+
+    Labels must be class indices, in ``0..len(class_names)-1`` when class names are given.
+    """
     x, y = np.asarray(x), np.asarray(y)
-    if y.dtype.kind in "iu":
-        y = y.astype(np.int64)
+    y = _check_labels(y, len(class_names) if class_names else None, f"write_npz({path})")
     _check_xy(x, y, f"write_npz({path})")
     names = np.array(class_names if class_names is not None else [], dtype=str)
     _atomic_savez(Path(path), x=x, y=y, class_names=names)
 
 
-def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read an ``.npz`` written by :func:`write_npz`; returns validated ``(x, y)``."""
+def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read an ``.npz`` written by :func:`write_npz`; returns validated ``(x, y)``.
+
+    Labels are checked to be class indices in ``0..num_classes-1`` (default: the file's ``class_names``, if any).
+    """
     try:
         with np.load(path, allow_pickle=False) as z:
             if not {"x", "y"} <= set(z.files):
@@ -632,12 +664,15 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                     f"{path}: expected arrays 'x' and 'y', found {z.files}; write it with write_npz"
                 )
             x, y = z["x"], z["y"]
+            if num_classes is None and "class_names" in z.files:
+                num_classes = len(z["class_names"]) or None
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zlib.error) as e:
         raise DataError(
             f"{path}: cannot read .npz ({type(e).__name__}: {e}); check the path or rewrite it"
         ) from e
+    y = _check_labels(y, num_classes, str(path))
     _check_xy(x, y, str(path))
     return x, y
 

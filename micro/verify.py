@@ -31,8 +31,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LIB = os.path.join(HERE, "build", "libddi_sched.so")
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tflite"))
 
 import gen  # noqa: E402
+
+from ddi_runtime.data import load_npz  # noqa: E402  (numpy only, like the board runtime)
 
 KINDS = {"fixed": 0, "gate": 1, "block": 2, "exit": 3}
 COST_MACS, COST_ENERGY_UJ = 0, 1
@@ -228,7 +231,6 @@ class LiteRtPieces:
 
 def python_scheduler(model_dir: str, litert: LiteRtPieces):
     """tflite/ddi_runtime's Scheduler on the same reference interpreters, or None if it cannot be imported."""
-    sys.path.insert(0, os.path.join(REPO, "tflite"))
     try:
         from ddi_runtime.scheduler import Scheduler
     except ImportError:
@@ -303,10 +305,7 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
         raise ValueError(f"budget {budget:g} {kind} is below the cheapest way to an answer ({cheapest:g})")
     thresholds = None if threshold is None else [threshold] * table["num_exits"]
 
-    d = np.load(data)
-    x, y = d["x"], d["y"].reshape(-1)
-    if limit:
-        x, y = x[:limit], y[:limit]
+    x, y = load_npz(data, limit or 0, table["num_classes"])  # (labels checked: a bad one is a ModelError)
     tflm, litert = TflmPieces(model_dir, table), LiteRtPieces(model_dir, table)
     sched = python_scheduler(model_dir, litert)
     plan = sched.costs("macs" if kind == "macs" else "uj") if sched else None

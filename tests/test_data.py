@@ -411,3 +411,28 @@ def test_real_cifar10_jpeg_archive(tmp_path: Path) -> None:
     np.testing.assert_allclose(data.x_train.reshape(-1, 3).mean(0), (125.3, 122.9, 113.9), atol=2)
     np.testing.assert_array_equal(cached.x_train, data.x_train)
     assert cache_s < 5
+
+
+@pytest.mark.parametrize("bad, fragment", [(10, "y[3] = 10 is outside 0..9"), (-1, "y[3] = -1 is outside 0..9")])
+def test_npz_labels_outside_the_classes_are_refused(tmp_path: Path, bad, fragment) -> None:
+    x, y = _images()
+    y = y.astype(np.int64) % 10
+    y[3], y[7] = bad, bad
+    fragment = fragment.replace("[", r"\[").replace("]", r"\]")
+    with pytest.raises(D.DataError, match=fragment):
+        D.write_npz(tmp_path / "t.npz", x, y, [f"c{i}" for i in range(10)])
+    np.savez(tmp_path / "t.npz", x=x, y=y, class_names=np.array([f"c{i}" for i in range(10)]))
+    with pytest.raises(D.DataError, match=fragment):
+        D.load_npz(tmp_path / "t.npz")
+    np.savez(tmp_path / "u.npz", x=x, y=y)  # no class names: checked against the caller's num_classes
+    with pytest.raises(D.DataError, match=fragment):
+        D.load_npz(tmp_path / "u.npz", num_classes=10)
+
+
+def test_npz_non_integer_labels_are_refused(tmp_path: Path) -> None:
+    x, y = _images()
+    y = (y % 10).astype(np.float64)
+    y[5] = 2.5
+    np.savez(tmp_path / "t.npz", x=x, y=y)
+    with pytest.raises(D.DataError, match=r"y\[5\] = 2.5 is not an integer"):
+        D.load_npz(tmp_path / "t.npz")

@@ -260,3 +260,15 @@ def test_c_core_refuses_nan_and_non_positive_budgets(generated):
     for value in (math.nan, 0.0, -1.0, -math.inf):
         with pytest.raises(ValueError, match="DDI_ERR_BAD_BUDGET"):
             core.run(np.zeros((32, 32, 3), np.uint8), None, value, verify.COST_MACS, None)
+
+
+def test_verify_refuses_labels_outside_the_classes(generated, exported, tmp_path):
+    import numpy as np
+
+    export_dir, _, out, _ = generated
+    data = exported[3]
+    y = data.y_test[:8].copy()
+    y[2] = 10
+    np.savez(tmp_path / "bad.npz", x=data.x_test[:8], y=y)
+    r = _verify(f"--model_dir={export_dir}", f"--data={tmp_path / 'bad.npz'}", f"--generated={out}")
+    assert r.returncode == 2 and "y[2] = 10 is outside 0..9" in r.stderr, r.stderr[-2000:]

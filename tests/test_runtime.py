@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,3 +229,21 @@ def test_nan_budget_from_the_command_line_is_an_error(exported):
                "--budget_macs=nan")
     assert res.returncode == 2 and "--budget_macs" in res.stderr and "positive" in res.stderr
     assert "budget_macs" not in res.stdout
+
+
+@pytest.mark.parametrize("bad, fragment", [(10, r"y\[3\] = 10 is outside 0..9"), (-1, r"y\[3\] = -1 is outside 0..9"),
+                                           (2.5, r"y\[3\] = 2.5 is not an integer"),
+                                           (math.nan, r"y\[3\] = nan is not an integer")])
+def test_eval_refuses_labels_outside_the_classes(exported, tmp_path, capsys, bad, fragment):
+    from ddi_runtime.__main__ import main
+
+    data = exported[3]
+    y = data.y_test[:16].astype(np.float64 if isinstance(bad, float) else np.int64)
+    y[3] = y[9] = bad
+    np.savez(tmp_path / "bad.npz", x=data.x_test[:16], y=y)
+    assert main(["eval", f"--model_dir={exported[1]}", f"--data={tmp_path / 'bad.npz'}", "--delegate=none"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(fragment, err), err
+    y_ok = data.y_test[:16].astype(np.float64)  # whole-number float labels are class indices
+    np.savez(tmp_path / "ok.npz", x=data.x_test[:16], y=y_ok)
+    assert main(["eval", f"--model_dir={exported[1]}", f"--data={tmp_path / 'ok.npz'}", "--delegate=none"]) == 0

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from ddi_runtime.data import load_npz
 from ddi_runtime.interpreters import DELEGATES, RuntimeSetupError
 from ddi_runtime.scheduler import BudgetError, ModelError, Scheduler, check_budget_value
 
@@ -53,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--latency_table", default=None, help="latency.json (default: model_dir/latency.json)")
     budget.add_argument("--latency_margin", type=float, default=0.1, help="planned latency = measured x (1+margin)")
     ev = sub.add_parser("eval", parents=[common, budget], help="accuracy and cost over a .npz data set")
-    ev.add_argument("--data", required=True, help=".npz with x (N,32,32,3) uint8 and y (N,)")
+    ev.add_argument("--data", required=True,
+                    help=".npz with x (N,32,32,3) uint8 and y (N,) class indices 0..num_classes-1")
     ev.add_argument("--limit", type=int, default=0, help="at most this many samples (0: all)")
     ev.add_argument("--json", nargs="?", const="-", default=None, help="write one JSON object (to PATH or stdout)")
     cl = sub.add_parser("classify", parents=[common, budget], help="classify single images (.npy, .png, .jpg)")
@@ -70,22 +72,6 @@ def _budget(args) -> tuple[str, float]:
         if value is not None:
             return kind, value
     return "macs", math.inf
-
-
-def load_npz(path: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """x uint8 (N, 32, 32, 3), y int (N,), validated."""
-    if not os.path.exists(path):
-        raise ModelError(f"data file {path} does not exist (write one with python -m ddi_tf.data --write_test_npz)")
-    try:
-        with np.load(path) as d:
-            x, y = d["x"], d["y"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"{path} is not an .npz with arrays x and y: {e}") from e
-    if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(y) != len(x):
-        raise ModelError(f"{path}: expected x uint8 (N, 32, 32, 3) and y (N,), got x {x.dtype} {x.shape}, y {y.shape}")
-    if limit:
-        x, y = x[:limit], y[:limit]
-    return x, y.astype(np.int64)
 
 
 def load_image(path: str) -> np.ndarray:
@@ -161,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"image": path, "class": label, "index": r.pred, "exit": r.exit,
                                   f"cost_{kind}": r.cost, "latency_ms": r.latency_ms}))
             return 0
-        x, y = load_npz(args.data, args.limit)
+        x, y = load_npz(args.data, args.limit, int(sched.manifest["num_classes"]))
         result = evaluate(sched, x, y, kind, budget, args.threshold, args.defer_exits)
         if args.json == "-":
             print(json.dumps(result, indent=2))
