@@ -20,7 +20,8 @@ same scale and zero point; an identity skip is then exactly a no-op.
 Writes into D (atomically, through a temporary directory): ``ddi.tflite`` (one signature per piece
 option, for LiteRT / tflite-runtime), ``stages/<piece>__<option>.tflite`` (one model per piece option, for
 TensorFlow Lite Micro, which runs only subgraph 0) and ``manifest.json`` (everything a runtime needs without
-TensorFlow; see ``MANIFEST_VERSION``).
+TensorFlow; see ``MANIFEST_VERSION``), with ``cost_sha256``, a checksum over its cost tables that the runtimes
+check, besides recomputing every option's MACs from its ``.tflite`` graph.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from ddi_tf.evaluate import file_sha256
 from ddi_tf.model import BN_EPSILON, set_gate_mode
 
 MANIFEST_VERSION = 1
+"""The manifest format (``ddi_runtime.scheduler.MANIFEST_VERSION`` reads it; ``micro/gen.py`` uses the runtime's).
+Adding a field a reader may ignore keeps the version (``cost_sha256`` did); changing one's meaning bumps it."""
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0, -128  # int8 image = uint8 pixel - 128, exactly
 
 
@@ -486,7 +489,7 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
     for name, (lo, hi) in ranges.items():
         scale, zp = int8_params(lo, hi)
         edges[name] = {"lo": lo, "hi": hi, "scale": scale, "zero_point": zp}
-    return {
+    manifest = {
         "version": MANIFEST_VERSION, "format": "ddi_tf export", "model": cfg.to_dict(),
         "class_names": list(class_names), "num_classes": cfg.num_classes,
         "input": {"shape": [1, 32, 32, 3], "dtype": "int8", "from_uint8": "int8 = uint8 - 128",
@@ -498,6 +501,30 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
         "thresholds": thresholds or {}, "pieces": entries,
         "multi_signature": {"file": "ddi.tflite", "sha256": file_sha256(os.path.join(root, "ddi.tflite"))},
     }
+    manifest["cost_sha256"] = cost_digest(manifest)
+    return manifest
+
+
+def cost_digest(manifest: dict) -> str:
+    """sha256 of the manifest's cost tables (``cost_sha256``), checked by the board runtime on load.
+
+    The same canonical form as ``ddi_runtime.scheduler.cost_digest`` (which cannot be imported here: the board
+    package is optional for training hosts); tests load every exported manifest with the runtime, so the two
+    agree. Piece order, kinds, option names, identity flags, MACs and energy of every option, the reserves, the
+    full costs and the cheapest answer, as sorted-key JSON with every number a float.
+    """
+    import hashlib
+
+    table = {
+        "pieces": [[p["name"], p["kind"], [[o["name"], bool(o["identity"]), float(o["macs"]), float(o["energy_uj"])]
+                                           for o in p["options"]]] for p in manifest["pieces"]],
+        "reserves_macs": [float(v) for v in manifest.get("reserves_macs", [])],
+        "reserves_energy_uj": [float(v) for v in manifest.get("reserves_energy_uj", [])],
+        "full_macs": float(manifest.get("full_macs", 0.0)),
+        "full_energy_uj": float(manifest.get("full_energy_uj", 0.0)),
+        "cheapest_answer_macs": float(manifest.get("cheapest_answer_macs", 0.0)),
+    }
+    return hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_manifest_quantization(manifest: dict) -> list[str]:

@@ -272,3 +272,16 @@ def test_verify_refuses_labels_outside_the_classes(generated, exported, tmp_path
     np.savez(tmp_path / "bad.npz", x=data.x_test[:8], y=y)
     r = _verify(f"--model_dir={export_dir}", f"--data={tmp_path / 'bad.npz'}", f"--generated={out}")
     assert r.returncode == 2 and "y[2] = 10 is outside 0..9" in r.stderr, r.stderr[-2000:]
+
+
+def test_one_manifest_version_and_gen_refuses_edited_macs(exported, tmp_path):
+    import ddi_runtime.scheduler
+    from ddi_tf import export as export_lib
+
+    assert gen.MANIFEST_VERSION == ddi_runtime.scheduler.MANIFEST_VERSION == export_lib.MANIFEST_VERSION
+    out_dir = shutil.copytree(exported[1], tmp_path / "m")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest["pieces"][0]["options"][0]["macs"] += 1
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(gen.GenError, match="stem/run is listed at"):
+        gen.generate(str(out_dir), str(tmp_path / "generated"))

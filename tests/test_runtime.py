@@ -247,3 +247,62 @@ def test_eval_refuses_labels_outside_the_classes(exported, tmp_path, capsys, bad
     y_ok = data.y_test[:16].astype(np.float64)  # whole-number float labels are class indices
     np.savez(tmp_path / "ok.npz", x=data.x_test[:16], y=y_ok)
     assert main(["eval", f"--model_dir={exported[1]}", f"--data={tmp_path / 'ok.npz'}", "--delegate=none"]) == 0
+
+
+def _edited_copy(exported, tmp_path, edit) -> Path:
+    out_dir = shutil.copytree(exported[1], tmp_path / "m")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    edit(manifest)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out_dir
+
+
+def test_fresh_eval_refuses_a_manifest_whose_macs_were_edited(exported, tmp_path):
+    def cheaper(manifest):
+        manifest["pieces"][2]["options"][1]["macs"] /= 10  # block0 w1: the budget would let it run for less
+
+    out_dir = _edited_copy(exported, tmp_path, cheaper)
+    res = _cli("eval", f"--model_dir={out_dir}", f"--data={Path(exported[1]).parent / 'test.npz'}",
+               "--budget_macs=8e6", "--limit=4")
+    assert res.returncode == 2, res.stdout[-2000:]
+    assert "block0/w1 is listed at" in res.stderr and "its graph" in res.stderr and "computes" in res.stderr
+    assert "accuracy" not in res.stdout
+
+
+def test_recomputed_macs_and_cost_checksum_match_the_export(exported):
+    from ddi_runtime import cost_digest
+    from ddi_runtime.graph import file_macs
+    from ddi_tf import export as export_lib
+
+    manifest = exported[2]
+    assert manifest["cost_sha256"] == cost_digest(manifest) == export_lib.cost_digest(manifest)
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            if not o["identity"]:
+                assert file_macs(os.path.join(exported[1], o["file"])) == o["macs"], (p["name"], o["name"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["pieces"][3]["options"][0].update(energy_uj=1e-9), "cost_sha256"),  # exit0's energy
+    (lambda m: m["reserves_macs"].__setitem__(0, 1.0), "cost_sha256"),
+    (lambda m: m["pieces"][0]["options"][0].update(macs="many"), "not a cost"),
+    (lambda m: m["pieces"][2]["options"][0].update(macs=5.0), "identity"),  # block0 skip passes the tensor on
+])
+def test_edited_cost_tables_are_refused(exported, tmp_path, edit, message):
+    out_dir = _edited_copy(exported, tmp_path, edit)
+    with pytest.raises(ModelError, match=message):
+        Scheduler(str(out_dir), interpreter="litert")
+
+
+def test_manifest_without_cost_checksum_loads_with_a_warning(exported, tmp_path):
+    from ddi_runtime import ManifestWarning
+
+    out_dir = _edited_copy(exported, tmp_path, lambda m: m.pop("cost_sha256"))
+    with pytest.warns(ManifestWarning, match="no cost_sha256"):
+        s = Scheduler(str(out_dir), interpreter="litert", delegate="none")
+    assert s.run(exported[3].x_test[0]).exit >= 0
+    # its MACs are still checked against the graphs
+    out_dir2 = _edited_copy(exported, tmp_path / "b", lambda m: (m.pop("cost_sha256"),
+                                                                 m["pieces"][0]["options"][0].update(macs=1.0)))
+    with pytest.raises(ModelError, match="computes"):
+        Scheduler(str(out_dir2), interpreter="litert")

@@ -3,7 +3,18 @@
 Imports numpy and a TFLite interpreter only, never TensorFlow (unless ``interpreter='tensorflow'``).
 """
 
-from ddi_runtime.scheduler import BudgetError, ModelError, Result, Scheduler, check_budget_value, load_manifest
+from ddi_runtime.scheduler import (
+    BudgetError,
+    ManifestWarning,
+    ModelError,
+    Result,
+    Scheduler,
+    check_budget_value,
+    check_costs,
+    cost_digest,
+    load_manifest,
+)
 
-__all__ = ["BudgetError", "ModelError", "Result", "Scheduler", "check_budget_value", "load_manifest"]
+__all__ = ["BudgetError", "ManifestWarning", "ModelError", "Result", "Scheduler", "check_budget_value", "check_costs",
+           "cost_digest", "load_manifest"]
 __version__ = "0.1.0"
