@@ -35,8 +35,9 @@ def quiet_tensorflow_startup(argv: Sequence[str] | None = None, environ: Mutable
     failing op still raises its error in Python, and Python warnings and absl logs are untouched). With a driver
     the level is 2 (C++ errors shown), and also when the user set ``CUDA_VISIBLE_DEVICES`` (they chose the
     devices: a failing probe is news). Nothing changes when the user set ``TF_CPP_MIN_LOG_LEVEL`` or passed
-    absl's ``--verbosity`` (``-v``): TensorFlow then logs everything. GPUs are never hidden: ``CUDA_VISIBLE_DEVICES=""`` does not stop the probe's message, and on a GPU
-    machine it would silently train on the CPU.
+    absl's ``--verbosity`` (``-v``): TensorFlow then logs everything. GPUs are never hidden:
+    ``CUDA_VISIBLE_DEVICES=""`` does not stop the probe's message, and on a GPU machine it would silently train
+    on the CPU.
 
     Args:
       argv: the command line (default ``sys.argv``).
