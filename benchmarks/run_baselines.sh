@@ -1,25 +1,18 @@
 #!/usr/bin/env bash
-# Issue 7's baselines with the CPU recipe of configs/cifar_cpu.flags (same steps, learning rates, data order):
-#   exits only  (anytime ResNet-20, MSDNet-style halting: no gates, the same 6 exits as DDI)
-#   layer only  (SkipNet-style: gates choose skip or the whole block, G = 1; the same exits)
-# The static backbone and full DDI come from benchmarks/run_cpu_results.sh. Then all four go on one plot.
-#   bash benchmarks/run_baselines.sh [runs_dir]
+# The baselines of docs/RESULTS.md §1, branched from the same static backbone as DDI (benchmarks/run_cpu_results.sh
+# trains it) with the same recipe and the same 1,200 steps (configs/cifar_cpu.flags):
+#   exits only  (anytime ResNet-20, MSDNet-style halting: no gates, the same 6 exits as DDI; 1,200 steps of stage 1)
+#   layer only  (SkipNet-style: gates choose skip or the whole block, G = 1; the same exits and stages as DDI)
+# then every model side by side: docs/results/tradeoff_cpu.{json,md,png}.
+#   DDI_DATA=/path/to/cifar10(.tar.gz) bash benchmarks/run_baselines.sh [runs_dir] [seed]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+: "${DDI_DATA:?set DDI_DATA to the CIFAR-10 folder or archive}"
 RUNS=${1:-runs}
-python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --gate_type=none --workdir="$RUNS/cifar_cpu_exits"
-python -m ddi_tf.train --flagfile=configs/cifar_cpu.flags --groups=1 --random_width_prob=0 \
-    --workdir="$RUNS/cifar_cpu_layer"
-python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
-exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json" \
-    --out=docs/results/baselines_cpu
-# With the QAT + gate-margin fine-tuning of DDI (2,000 more steps than the others: labelled so), when present
-# (benchmarks/run_deploy_results.sh makes it):
-if [ -f "$RUNS/cifar_cpu_qatm/report.json" ]; then
-  python -m ddi_tf.compare --reports="DDI=$RUNS/cifar_cpu/report.json,static=$RUNS/cifar_cpu_static/report.json,\
-exits-only=$RUNS/cifar_cpu_exits/report.json,layer-only=$RUNS/cifar_cpu_layer/report.json,\
-DDI+QAT (2k more steps)=$RUNS/cifar_cpu_qatm/report.json" --out=docs/results/baselines_cpu_with_qat \
-      --int8="DDI+QAT (2k more steps)=docs/results/latency_cifar_cpu_qatm.json,\
-exits-only=docs/results/latency_cifar_cpu_exits.json,layer-only=docs/results/latency_cifar_cpu_layer.json"
-  # (the latency JSONs come from benchmarks/run_baseline_latency.sh)
-fi
+SEED=${2:-0}
+SFX=$([ "$SEED" = 0 ] && echo "" || echo "_s$SEED")
+train() { /usr/bin/time -f "%e s wall-clock" python -m ddi_tf.train --data_dir="$DDI_DATA" --seed="$SEED" "$@"; }
+train --flagfile=configs/cifar_cpu.flags --init_from="$RUNS/cifar_cpu_backbone$SFX" --gate_type=none \
+    --stage1_steps=1200 --stage2_steps=0 --stage3_steps=0 --workdir="$RUNS/cifar_cpu_exits$SFX"
+train --flagfile=configs/cifar_cpu.flags --init_from="$RUNS/cifar_cpu_backbone$SFX" --groups=1 \
+    --workdir="$RUNS/cifar_cpu_layer$SFX"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every CPU model side by side (whatever seeds exist): docs/results/tradeoff_cpu.{json,md,png}.
+#   bash benchmarks/compare_tradeoff.sh [runs_dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs}
+seeds() { local out=""; for d in "$RUNS/$1" "$RUNS/$1"_s*; do [ -f "$d/report.json" ] && out="$out+$d/report.json"; done
+          echo "${out#+}"; }
+items=""
+for pair in "DDI=cifar_cpu" "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" \
+            "layer-only=cifar_cpu_layer" "static ResNet-8=cifar_cpu_resnet8"; do
+  s=$(seeds "${pair#*=}"); [ -n "$s" ] && items="$items,${pair%%=*}=$s"
+done
+python -m ddi_tf.compare --reports="${items#,}" --static="static ResNet-20" --json=docs/results/tradeoff_cpu.json \
+    --out=docs/results/tradeoff_cpu
