@@ -5,6 +5,10 @@ image-folder trees (``train/<class>/*.jpg|png`` + ``test/<class>/...``) and ``.t
 Archives are read member by member (never extracted); the decoded uint8 arrays are cached as one ``.npz``
 keyed by the source's path, size and modification time, so later runs load in about a second.
 
+The python batches keep CIFAR's own (mixed) order. An image-folder tree has no order of its own beyond class
+folders, so each of its splits is returned class-interleaved (see ``interleave_classes``): any prefix, such
+as the first N test images that ``--eval_limit`` or a runtime's ``--limit`` evaluates, is class-balanced.
+
 Every problem with the input data raises ``DataError`` with a message that names the file and the fix.
 """
 
@@ -39,7 +43,9 @@ CIFAR100_MEAN = (129.3, 124.1, 112.4)
 CIFAR100_STD = (68.2, 65.4, 70.4)
 IMAGE_SHAPE = (32, 32, 3)
 
-_CACHE_VERSION = 1
+# Part of every cache key and stored in every cache file; bump it whenever the decoded arrays change.
+# 1: image-folder splits sorted by class. 2: image-folder splits class-interleaved; 'cache_version' stored.
+_CACHE_VERSION = 2
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
 _SPLITS = ("train", "test")
@@ -214,11 +220,35 @@ def _class_order(found: set[str], dataset: str, where: str) -> list[str]:
     return sorted(found, key=lambda c: (int(c), c) if c.isdigit() else (float("inf"), c))
 
 
+def interleave_classes(labels: np.ndarray) -> np.ndarray:
+    """Indices that put ``labels`` in class-interleaved order: sorted by (rank within its class, class).
+
+    The result reads class 0, 1, ..., C-1, then each class's second item, and so on, each class keeping its
+    own relative order; once a class runs out the others continue. So every prefix is as class-balanced as
+    the class sizes allow: with 10 classes of 1,000 test images, the first 500 hold exactly 50 of each.
+    A round robin is used rather than a seeded permutation because it is exact (the first 500 of a seed-0
+    permutation of the CIFAR-10 test split hold 40 to 66 per class), needs no random stream that could
+    change between numpy versions, and moves no other class's images when one class folder changes.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    by_class = np.argsort(labels, kind="stable")
+    _, first, counts = np.unique(labels[by_class], return_index=True, return_counts=True)
+    rank = np.empty(len(labels), np.int64)
+    rank[by_class] = np.arange(len(labels)) - np.repeat(first, counts)
+    return np.lexsort((labels, rank))
+
+
 # One image of an image-folder tree: (split, class folder, name for messages, bytes or file path).
 _ImageItem = tuple[str, str, str, bytes | Path]
 
 
 def _decode_images(items: list[_ImageItem], dataset: str, where: str) -> CifarData:
+    """Decode an image-folder tree; each split in class-interleaved order (files by name within a class).
+
+    A tree lists its images class folder by class folder; kept that way, the first 500 test images would
+    all be one class and every consumer that evaluates a prefix would measure one class. Interleaving
+    (``interleave_classes``) makes any prefix class-balanced and stays deterministic.
+    """
     classes = {s: {c for split, c, _, _ in items if split == s} for s in _SPLITS}
     for split in _SPLITS:
         if not classes[split]:
@@ -235,8 +265,10 @@ def _decode_images(items: list[_ImageItem], dataset: str, where: str) -> CifarDa
     arrays = {}
     for split in _SPLITS:
         part = sorted((t for t in items if t[0] == split), key=lambda t: (index[t[1]], t[2]))
+        labels = np.array([index[c] for _, c, _, _ in part], np.int64)
+        order = interleave_classes(labels)
+        part, y = [part[i] for i in order], labels[order]
         x = np.empty((len(part), *IMAGE_SHAPE), np.uint8)
-        y = np.array([index[c] for _, c, _, _ in part], np.int64)
         bar = tqdm(part, desc=f"decoding {split}", unit="img", mininterval=1.0, disable=None)
         for i, (_, _, name, payload) in enumerate(bar):
             x[i] = _decode_image(payload, name)
@@ -490,6 +522,9 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 def _read_cache(path: Path, dataset: str) -> CifarData:
     with np.load(path, allow_pickle=False) as z:
+        version = int(z["cache_version"]) if "cache_version" in z.files else 1
+        if version != _CACHE_VERSION:  # e.g. a class-sorted version-1 cache copied under a current name
+            raise DataError(f"{path}: cache format version {version}, expected {_CACHE_VERSION}")
         data = CifarData(
             z["x_train"], z["y_train"], z["x_test"], z["y_test"], [str(c) for c in z["class_names"]]
         )
@@ -506,7 +541,7 @@ def _load_source(source: Path, dataset: str, cache_dir: str | os.PathLike | None
             data = _read_cache(cache, dataset)
         except Exception as e:  # any unreadable cache is simply rebuilt
             logging.warning(
-                "Ignoring unreadable cache %s (%s: %s); decoding %s again.",
+                "Ignoring unreadable or outdated cache %s (%s: %s); decoding %s again.",
                 cache,
                 type(e).__name__,
                 e,
@@ -526,6 +561,7 @@ def _load_source(source: Path, dataset: str, cache_dir: str | os.PathLike | None
             x_test=data.x_test,
             y_test=data.y_test,
             class_names=np.array(data.class_names),
+            cache_version=np.array(_CACHE_VERSION),
         )
     except OSError as e:
         logging.warning(
@@ -805,8 +841,15 @@ def _define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "CIFAR archive or folder (default: the Keras cache).")
     flags.DEFINE_enum("dataset", "cifar10", sorted(DATASETS), "Which data set.")
     flags.DEFINE_string("cache_dir", None, "Where to cache the decoded arrays.")
-    flags.DEFINE_string("write_test_npz", None, "Write the test split (x, y, class_names) to this .npz.")
-    flags.DEFINE_integer("limit", None, "Write only N test images (a seeded random subset).", lower_bound=1)
+    flags.DEFINE_string(
+        "write_test_npz",
+        None,
+        "Write the test split (x, y, class_names) to this .npz in load_cifar's order: class-interleaved for "
+        "image-folder data, so the first N images (--limit of ddi_runtime eval, micro/verify.py, "
+        "benchmarks) are class-balanced and are the ones training's --eval_limit=N evaluates; CIFAR's own "
+        "mixed order for the python batches.",
+    )
+    flags.DEFINE_integer("limit", None, "Write only the first N test images (of that order).", lower_bound=1)
     flags.mark_flag_as_required("write_test_npz")
 
 
@@ -818,16 +861,17 @@ def _main(argv: list[str]) -> None:
         data = load_cifar(f.data_dir, f.dataset, cache_dir=f.cache_dir)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
-    # Shuffled with a fixed seed: image-folder archives list the test split class by class, so that the
-    # first N images of an unshuffled file (what --limit of the runtimes takes) would all be one class.
-    order = np.random.default_rng(0).permutation(len(data.y_test))[: f.limit]
-    x, y = data.x_test[order], data.y_test[order]
+    # No reshuffle: load_cifar's order already makes prefixes class-balanced (image folders are
+    # class-interleaved), and keeping it means the file's first N images are training's --eval_limit=N.
+    x, y = data.x_test[: f.limit], data.y_test[: f.limit]
     write_npz(f.write_test_npz, x, y, data.class_names)
     print(
         f"{f.dataset}: {len(data.x_train)} train, {len(data.x_test)} test images, {data.num_classes} classes"
     )
+    interleaved = np.array_equal(interleave_classes(data.y_test), np.arange(len(data.y_test)))
+    order = "class-interleaved (every prefix class-balanced)" if interleaved else "the source's own order"
     per_class = np.bincount(y, minlength=data.num_classes).tolist()
-    print(f"wrote {len(x)} test images to {f.write_test_npz}; per class: {per_class}")
+    print(f"wrote the first {len(x)} test images to {f.write_test_npz}, {order}; per class: {per_class}")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ def _sorted_by_label(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x[order], y[order]
 
 
+def _interleaved(x: np.ndarray, y: np.ndarray, per_class: int = PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """Class-major arrays with equal classes, reordered c0 c1 .. c9 c0 c1 .. (how image trees are loaded)."""
+    num_classes = len(y) // per_class
+
+    def swap(a: np.ndarray) -> np.ndarray:
+        return a.reshape(num_classes, per_class, *a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+
+    return swap(x), swap(y)
+
+
 @pytest.fixture
 def pickle_dir(tmp_path: Path) -> Path:
     x, y = _images()
@@ -108,9 +118,9 @@ def test_png_tree_exact(png_tree: Path, tmp_path: Path, given: str) -> None:
         target = _tar(png_tree, tmp_path / "cifar10-png.tar.gz", "cifar10-png")
     data = D.load_cifar(target, cache_dir=tmp_path / "cache")
     x, y = _images()
-    np.testing.assert_array_equal(data.x_train, x)
-    np.testing.assert_array_equal(data.y_train, y)
-    x_test, y_test = _sorted_by_label(x[::-1], y[::-1])
+    np.testing.assert_array_equal(data.x_train, _interleaved(x, y)[0])
+    np.testing.assert_array_equal(data.y_train, np.tile(np.arange(10), PER_CLASS))
+    x_test, y_test = _interleaved(*_sorted_by_label(x[::-1], y[::-1]))  # test files: by name within a class
     np.testing.assert_array_equal(data.x_test, x_test)
     np.testing.assert_array_equal(data.y_test, y_test)
     assert data.class_names == list(D.CIFAR10_CLASSES)
@@ -120,6 +130,7 @@ def test_jpeg_tree_approximate(tmp_path: Path) -> None:
     x, y = _images()
     data = D.load_cifar(_write_tree(tmp_path / "jpg", x, y, ext="jpg"), cache_dir=tmp_path / "cache")
     assert data.x_train.shape == (30, 32, 32, 3) and data.x_train.dtype == np.uint8
+    x, y = _interleaved(x, y)
     np.testing.assert_array_equal(data.y_train, y)
     assert np.abs(data.x_train.astype(float) - x).mean() < 8
 
@@ -129,8 +140,48 @@ def test_non_cifar_class_names_are_sorted(tmp_path: Path) -> None:
     x, y = _images()
     data = D.load_cifar(_write_tree(tmp_path / "t", x, y, classes=classes), cache_dir=tmp_path / "cache")
     assert data.class_names == sorted(classes)
-    np.testing.assert_array_equal(data.y_train, y)  # label j is now folder k<j>, which held class 9 - j
-    np.testing.assert_array_equal(data.x_train, x.reshape(10, PER_CLASS, 32, 32, 3)[::-1].reshape(x.shape))
+    # label j is now folder k<j>, which held class 9 - j
+    by_label = x.reshape(10, PER_CLASS, 32, 32, 3)[::-1].reshape(x.shape)
+    np.testing.assert_array_equal(data.x_train, _interleaved(by_label, y)[0])
+    np.testing.assert_array_equal(data.y_train, _interleaved(by_label, y)[1])
+
+
+def test_interleave_classes_is_a_round_robin_keeping_each_class_order() -> None:
+    y = np.array([2, 2, 0, 0, 0, 1, 2])
+    order = D.interleave_classes(y)
+    np.testing.assert_array_equal(order, [2, 5, 0, 3, 1, 4, 6])
+    np.testing.assert_array_equal(y[order], [0, 1, 2, 0, 2, 0, 2])
+    assert D.interleave_classes(np.array([], np.int64)).shape == (0,)
+
+
+@pytest.mark.parametrize("given", ["folder", "targz"])
+def test_image_tree_prefixes_have_every_class(tmp_path: Path, given: str) -> None:
+    """An image tree lists files class by class; loaded, any prefix of a split is class-balanced."""
+    x, y = _images(per_class=4)
+    root = _write_tree(tmp_path / "src" / "cifar10-png", x, y)
+    min((root / "test" / "bird").iterdir()).unlink()  # unequal classes: bird has 3 test images
+    target = root if given == "folder" else _tar(root, tmp_path / "cifar10-png.tar.gz", "cifar10-png")
+    data = D.load_cifar(target, cache_dir=tmp_path / "cache")
+    for k in range(1, 4):
+        assert np.bincount(data.y_test[: 10 * k], minlength=10).tolist() == [k] * 10
+        assert np.bincount(data.y_train[: 10 * k], minlength=10).tolist() == [k] * 10
+    assert np.bincount(data.y_test, minlength=10).tolist() == [4, 4, 3, 4, 4, 4, 4, 4, 4, 4]
+    assert 2 not in data.y_test[30:]  # once a class runs out the others go on
+    for img, label in zip(data.x_test, data.y_test, strict=True):
+        assert y[np.flatnonzero((x == img).all(axis=(1, 2, 3)))[0]] == label
+
+
+def test_pickle_order_is_unchanged(tmp_path: Path) -> None:
+    """The python batches keep CIFAR's own order, mixed or class-major; also when read from the cache."""
+    x, y = _images()
+    perm = np.random.default_rng(1).permutation(len(y))
+    folder = _write_pickle_dir(tmp_path / "cifar-10-batches-py", (x[perm], x), (y[perm], y))
+    for _ in range(2):  # decoded, then from the cache
+        data = D.load_cifar(folder, cache_dir=tmp_path / "cache")
+        np.testing.assert_array_equal(data.x_train, x[perm])
+        np.testing.assert_array_equal(data.y_train, y[perm])
+        np.testing.assert_array_equal(data.x_test, x)
+        np.testing.assert_array_equal(data.y_test, y)  # class-major stays class-major
 
 
 def test_keras_cache_is_searched(pickle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,6 +215,37 @@ def test_cache_hit_and_corrupt_cache(png_tree: Path, tmp_path: Path, monkeypatch
     rebuilt = D.load_cifar(png_tree, cache_dir=cache)
     np.testing.assert_array_equal(rebuilt.x_test, first.x_test)
     assert cache_file.stat().st_size > 1000  # rewritten
+
+
+def test_old_class_sorted_cache_is_not_reused(
+    png_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version-1 cache (class-sorted, no 'cache_version') is neither found nor, if renamed, trusted."""
+    cache = tmp_path / "cache"
+    x, y = _images()
+    x_old, y_old = _sorted_by_label(x[::-1], y[::-1])
+    old = dict(x_train=x, y_train=y, x_test=x_old, y_test=y_old, class_names=np.array(D.CIFAR10_CLASSES))
+    with monkeypatch.context() as m:
+        m.setattr(D, "_CACHE_VERSION", 1)
+        old_name = cache / f"cifar10-cifar10-png.{D._fingerprint(png_tree, 'cifar10')}.npz"
+    new_name = cache / f"cifar10-cifar10-png.{D._fingerprint(png_tree, 'cifar10')}.npz"
+    assert old_name != new_name
+    cache.mkdir()
+    np.savez(old_name, **old)
+    np.savez(new_name, **old)  # as if copied under the current name
+    data = D.load_cifar(png_tree, cache_dir=cache)
+    np.testing.assert_array_equal(data.y_test, np.tile(np.arange(10), PER_CLASS))
+    with np.load(new_name) as z:  # rebuilt in the current format
+        assert int(z["cache_version"]) == D._CACHE_VERSION
+        np.testing.assert_array_equal(z["y_test"], data.y_test)
+    with np.load(old_name) as z:  # left alone
+        assert "cache_version" not in z.files
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the rebuilt cache is valid")
+
+    monkeypatch.setattr(D, "_decode_source", no_decoding)
+    np.testing.assert_array_equal(D.load_cifar(png_tree, cache_dir=cache).y_test, data.y_test)
 
 
 def test_cache_key_follows_source_changes(png_tree: Path, tmp_path: Path) -> None:
@@ -380,13 +462,15 @@ def test_eval_dataset_keeps_remainder_in_order() -> None:
 
 def test_cli_writes_test_npz(png_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "test.npz"
-    flags = [f"--data_dir={png_tree}", f"--write_test_npz={out}", "--limit=5", f"--cache_dir={tmp_path}"]
+    flags = [f"--data_dir={png_tree}", f"--write_test_npz={out}", "--limit=10", f"--cache_dir={tmp_path}"]
     cmd = [sys.executable, "-m", "ddi_tf.data", *flags]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "wrote 5 test images" in result.stdout
+    assert "wrote the first 10 test images" in result.stdout and "class-interleaved" in result.stdout
     x, y = D.load_npz(out)
-    assert x.shape == (5, 32, 32, 3) and y.shape == (5,)
+    assert x.shape == (10, 32, 32, 3) and y.tolist() == list(range(10))  # one of each class
+    data = D.load_cifar(png_tree, cache_dir=tmp_path)
+    np.testing.assert_array_equal(x, data.x_test[:10])  # the same images as training's --eval_limit=10
 
 
 # ------------------------------------------------------------------------------------------- real data
@@ -408,6 +492,7 @@ def test_real_cifar10_jpeg_archive(tmp_path: Path) -> None:
     assert data.class_names == list(D.CIFAR10_CLASSES)
     assert np.bincount(data.y_train).tolist() == [5000] * 10
     assert np.bincount(data.y_test).tolist() == [1000] * 10
+    assert np.bincount(data.y_test[:500]).tolist() == [50] * 10  # class-interleaved: prefixes are balanced
     np.testing.assert_allclose(data.x_train.reshape(-1, 3).mean(0), (125.3, 122.9, 113.9), atol=2)
     np.testing.assert_array_equal(cached.x_train, data.x_train)
     assert cache_s < 5
