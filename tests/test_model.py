@@ -310,7 +310,8 @@ def test_reference_budget_rule_never_exceeds_the_budget(data):
         costs.append([data.draw(st.integers(0, 10**6))])
     from ddi_tf.costs import CostTable
     table = CostTable("macs", tuple(f"p{i}" for i in range(len(kinds))), tuple(kinds), tuple(map(tuple, costs)))
-    budget = data.draw(st.floats(table.cheapest_answer(), table.full_cost() + 1, allow_nan=False))
+    # a budget is positive (zero is refused as no budget at all), at least the cheapest way to an answer
+    budget = data.draw(st.floats(max(table.cheapest_answer(), 1e-3), table.full_cost() + 1, allow_nan=False))
     chosen = [data.draw(st.integers(0, len(c) - 1)) for c in costs]
     ran, spent, exits = policies.simulate_budget([list(c) for c in costs], kinds, table.reserves(), chosen, budget)
     assert spent <= budget
