@@ -125,9 +125,11 @@ def test_eval_json_fields_and_tflite_runtime_in_its_own_process(exported):
         assert key in runs["litert"]
     assert runs["litert"]["over_budget"] == 0 and runs["litert"]["max_macs"] <= 8e6
     assert runs["tflite_runtime"]["interpreter"] == "tflite_runtime"
-    # both run the builtin int8 kernels: identical results
-    for key in ("accuracy", "mean_macs", "max_macs", "exit_histogram"):
+    # both run the builtin int8 kernels: the same decisions; LiteRT 2.3 and tflite-runtime 2.14 can differ by one
+    # LSB in a logit, which flips a tied argmax of this untrained fixture (seen: 1 prediction of 64)
+    for key in ("mean_macs", "max_macs", "exit_histogram"):
         assert runs["tflite_runtime"][key] == runs["litert"][key]
+    assert abs(runs["tflite_runtime"]["accuracy"] - runs["litert"]["accuracy"]) <= 2 / runs["litert"]["examples"]
     res = _cli("eval", f"--model_dir={out_dir}", f"--data={npz}", "--budget_macs=8000000", "--delegate=none",
                "--interpreter=litert", "--limit=64", "--defer_exits", "--json")
     deferred = json.loads(res.stdout[res.stdout.index("{"):])
