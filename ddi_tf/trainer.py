@@ -629,9 +629,9 @@ class _Trainer:
     def _finalize_float(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std, batch: int = 200) -> None:
         """Once, after the float stages: the weight average replaces the weights and the batch-norm statistics
         are re-estimated on ``bn_reestimate_batches`` batches of augmented training images (the distribution the
-        network was trained on: statistics of unaugmented images, without the crops' zero borders, cost the
-        static ResNet-20 40 points), on the learned path when gates were trained, else the full one;
-        checkpointed, so a resumed run does not redo it."""
+        network was trained on: statistics of unaugmented images, without the crops' zero borders, took the
+        static ResNet-20 from 90% to 51% on the first 2,000 test images), on the learned path when gates were
+        trained, else the full one; checkpointed, so a resumed run does not redo it."""
         cfg = self.cfg
         if int(self.finalized.numpy()) or int(self.step.numpy()) < cfg.float_steps or not (
                 self.ema or cfg.bn_reestimate_batches):
