@@ -7,7 +7,7 @@ RUNS=${1:-runs}
 seeds() { local out=""; for d in "$RUNS/$1" "$RUNS/$1"_s*; do [ -f "$d/report.json" ] && out="$out+$d/report.json"; done
           echo "${out#+}"; }
 items=""
-for pair in "DDI=cifar_cpu" "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" \
+for pair in "DDI=cifar_cpu" "DDI target 0.3=cifar_cpu_t030" "DDI target 0.7=cifar_cpu_t070" "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" \
             "layer-only=cifar_cpu_layer" "static ResNet-8=cifar_cpu_resnet8"; do
   s=$(seeds "${pair#*=}"); [ -n "$s" ] && items="$items,${pair%%=*}=$s"
 done
