@@ -470,7 +470,7 @@ class _Trainer:
             return [("full", 0.0, None), ("learned", 0.0, None)]
         return [("learned", 0.0, None)]
 
-    def make_step(self, stage: str, stage_start: int, steps: int):
+    def make_step(self, stage: str, stage_start: int, steps: int, jit_compile: bool = False):
         cfg, model, full = self.cfg, self.active, self.full_cost
         opt = self.optimizers[stage]
         variables = model.trainable_variables
@@ -488,11 +488,11 @@ class _Trainer:
                 for mode, prob, option in paths:  # gate modes are read while tracing: one graph per path
                     set_gate_mode(model, mode, prob, option)
                     outs.append(model(images, training=True))
-                teacher = outs[0][f"exit{last}_logits"]
+                teacher = tf.cast(outs[0][f"exit{last}_logits"], tf.float32)  # float32 also under mixed precision
                 per_example = 0.0
                 for p, o in enumerate(outs):
                     for j, w in enumerate(self.exit_weights):
-                        logits = o[f"exit{j}_logits"]
+                        logits = tf.cast(o[f"exit{j}_logits"], tf.float32)
                         term = classification_loss(labels, logits, cfg.label_smoothing)
                         taught = j != last or (p > 0 and teacher_is_full)  # not the teacher itself
                         if cfg.distill_weight > 0 and taught:
@@ -530,7 +530,7 @@ class _Trainer:
         one_schedule = cfg.lr_scope == "run" and stage in FLOAT_STAGES
         averaging = bool(self.ema) and stage in FLOAT_STAGES
 
-        @tf.function
+        @tf.function(jit_compile=jit_compile)
         def train_step(dist_images, dist_labels):
             if one_schedule:
                 lr = learning_rate(stage, self.step, cfg.float_steps, cfg)
