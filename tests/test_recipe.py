@@ -181,3 +181,22 @@ def test_one_schedule_over_the_run_decays_to_zero_without_restart():
 def test_bad_recipe_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         TrainConfig(**kwargs)
+
+
+def test_a_step_under_mixed_bfloat16_keeps_float32_losses_and_weights(tmp_path):
+    """benchmarks/train_speed.py times the step under tf_keras' mixed_bfloat16 policy: the logits are bfloat16
+    there, the losses (cross-entropy, distillation) must be computed in float32 and the weights stay float32."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        t = _trainer(tmp_path, width_sampling="sandwich", distill_weight=1.0, label_smoothing=0.1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    t.configure_stage("stage1")
+    step = t.make_step("stage1", 0, 4)
+    (x, y), = _batches(1)
+    assert t.model(x, training=False)["exit1_logits"].dtype == tf.bfloat16
+    before = [v.numpy().copy() for v in t.model.trainable_variables]
+    metrics = step(x, y)
+    assert metrics["loss"].dtype == tf.float32 and np.isfinite(float(metrics["loss"]))
+    assert all(v.dtype == tf.float32 for v in t.model.trainable_variables)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, t.model.trainable_variables, strict=True))
