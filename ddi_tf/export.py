@@ -38,12 +38,13 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from ddi_tf import trainer
+from ddi_tf import qat, trainer
 from ddi_tf.arch import Piece, build_pieces, full_macs
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.data import normalize
 from ddi_tf.evaluate import file_sha256
+from ddi_tf.int8 import exact_range_max, int8_params
 from ddi_tf.model import BN_EPSILON, set_gate_mode
 
 MANIFEST_VERSION = 1
@@ -83,24 +84,6 @@ class FixedRange(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "lo": self.lo, "hi": self.hi}
-
-
-def exact_range_max(hi: float) -> float:
-    """Rounds a [0, hi] range up so that hi / 255 has a short mantissa.
-
-    Then the scale is the same whether computed in float32 (the fake-quant op) or float64 (the converter's
-    calibration), and the converter does not insert a requantisation at a piece boundary.
-    """
-    scale = max(float(hi), 1e-6) / 255.0
-    step = 2.0 ** (np.floor(np.log2(scale)) - 12)
-    return float(255.0 * np.ceil(scale / step) * step)
-
-
-def int8_params(lo: float, hi: float) -> tuple[float, int]:
-    """The (scale, zero_point) TFLite derives from a fake-quant range (nudged so 0 is exact)."""
-    scale = (hi - lo) / 255.0
-    zp = int(round(-128 - lo / scale))
-    return scale, int(np.clip(zp, -128, 127))
 
 
 # --- weights ------------------------------------------------------------------------------------------------
@@ -409,8 +392,6 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
       class_names: class names for the manifest.
       thresholds: calibrated confidence thresholds to record (from the training report).
     """
-    from ddi_tf import qat
-
     t0 = time.time()
     cfg, _, model = load_trained(workdir)
     qat_model = qat.restore_qat(workdir, cfg, model)  # QAT: its weights (now in model), its ranges everywhere

@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from ddi_tf.int8 import exact_range_max
 from ddi_tf.layers import CUSTOM_OBJECTS
 
 qk = tfmot.quantization.keras
@@ -213,8 +214,6 @@ def edge_groups(cfg) -> dict[str, list[str]]:
 def tie_edge_ranges(qat_model: keras.Model, cfg) -> dict[str, tuple[float, float]]:
     """Gives every ReLU output of an edge the edge's range: [0, max of their maxima], rounded up as the
     export rounds it (``exact_range_max``). Returns the edge ranges."""
-    from ddi_tf.export import exact_range_max
-
     ranges = _range_variables(qat_model)
     edges = {}
     for edge, names in edge_groups(cfg).items():

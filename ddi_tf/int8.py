@@ -1,0 +1,28 @@
+"""The int8 grid rules the QAT overlay and the export share (no TensorFlow): how a float range becomes TFLite's
+(scale, zero point), and the rounding that makes producer and consumer of a piece boundary agree on the scale.
+
+``ddi_tf.qat`` rounds its tied edge ranges with ``exact_range_max`` and ``ddi_tf.export`` imposes the same
+ranges, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def exact_range_max(hi: float) -> float:
+    """Rounds a [0, hi] range up so that hi / 255 has a short mantissa.
+
+    Then the scale is the same whether computed in float32 (the fake-quant op) or float64 (the converter's
+    calibration), and the converter does not insert a requantisation at a piece boundary.
+    """
+    scale = max(float(hi), 1e-6) / 255.0
+    step = 2.0 ** (np.floor(np.log2(scale)) - 12)
+    return float(255.0 * np.ceil(scale / step) * step)
+
+
+def int8_params(lo: float, hi: float) -> tuple[float, int]:
+    """The (scale, zero_point) TFLite derives from a fake-quant range (nudged so 0 is exact)."""
+    scale = (hi - lo) / 255.0
+    zp = int(round(-128 - lo / scale))
+    return scale, int(np.clip(zp, -128, 127))

@@ -1,0 +1,63 @@
+"""The package's shape: no import circles among ddi_tf's modules, counting function-local imports too
+(a local import hides a circle from Python, not from a reader)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ddi_tf"
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The ddi_tf modules ``path`` imports anywhere in its body."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ddi_tf":
+            parts = node.module.split(".")
+            out |= {a.name for a in node.names if a.name in modules} if len(parts) == 1 else {parts[1]}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ddi_tf.")}
+    return out & modules - {path.stem}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    modules |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}  # subpackages
+    files = {p.stem: p for p in PACKAGE.glob("*.py")}
+    return {m: _imports(p, modules) for m, p in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (its modules in order, the first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_find_cycle_finds_a_circle_and_only_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_ddi_tf_has_no_import_circles():
+    graph = import_graph()
+    assert {"export", "qat", "trainer", "int8"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
