@@ -33,6 +33,9 @@ from absl import app, flags, logging
 from PIL import Image
 from tqdm import tqdm
 
+from ddi_runtime import ModelError
+from ddi_runtime import data as runtime_data
+
 DATASETS = {"cifar10": 10, "cifar100": 100}
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -650,28 +653,17 @@ def split_train_val(
 def _check_labels(y: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
     """``y`` as int64 class indices, or a DataError naming the first label that is not in 0..num_classes-1.
 
-    Whole-number float labels are accepted as their integers; 2.5, NaN or inf are not class indices. The board
-    runtime's ``ddi_runtime.data.check_labels`` applies the same rule to the ``.npz`` files it evaluates.
+    The rule is the board runtime's (``ddi_runtime.data.check_labels``, the one owner of the ``.npz`` format's
+    labels): whole-number float labels are accepted as their integers; 2.5, NaN or inf are not class indices.
+    Labels of another dtype or shape are left to ``_check_xy``, which names them.
     """
     y = np.asarray(y)
-    if y.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(y) | (np.floor(y) != y)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: label y[{i}] = {y.flat[i]!r} is not an integer class index "
-                            f"({int(bad.sum())} of {y.size} labels are not)")
-    elif y.dtype.kind not in "iu":
-        return y  # (_check_xy names the dtype)
-    bad = (y < 0) | (y >= num_classes) if num_classes else y < 0
-    if bad.any():
-        i = int(np.flatnonzero(bad.reshape(-1))[0])
-        value = y.reshape(-1)[i].item()
-        value = int(value) if float(value).is_integer() else value
-        classes = f"0..{num_classes - 1} ({num_classes} classes" if num_classes else "0.. (a class index"
-        raise DataError(f"{where}: label y[{i}] = {value!r} is outside {classes}; {int(bad.sum())} of {y.size} "
-                        "labels are outside)")
-    return y.astype(np.int64)
+    if y.dtype.kind not in "iuf" or y.ndim != 1:
+        return y
+    try:
+        return runtime_data.check_labels(y, num_classes, where)
+    except ModelError as e:
+        raise DataError(str(e)) from None
 
 
 def write_npz(

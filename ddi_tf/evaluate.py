@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from ddi_runtime import file_sha256
 from ddi_tf import policies
 from ddi_tf.arch import backbone_macs, build_pieces
 from ddi_tf.config import ModelConfig
@@ -225,17 +226,6 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
     else:
         logging.warning("no validation split: threshold calibration and the DDI policy sweep are skipped")
     return report
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pareto(rows: list[dict]) -> list[dict]:

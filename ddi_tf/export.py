@@ -38,18 +38,16 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from ddi_runtime import cost_digest, file_sha256
+from ddi_runtime.scheduler import MANIFEST_VERSION  # the board package owns the format; this module writes it
 from ddi_tf import qat, trainer
 from ddi_tf.arch import Piece, build_pieces, full_macs
 from ddi_tf.config import ModelConfig
 from ddi_tf.costs import cost_table
 from ddi_tf.data import normalize
-from ddi_tf.evaluate import file_sha256
 from ddi_tf.int8 import exact_range_max, int8_params
 from ddi_tf.model import BN_EPSILON, set_gate_mode
 
-MANIFEST_VERSION = 1
-"""The manifest format (``ddi_runtime.scheduler.MANIFEST_VERSION`` reads it; ``micro/gen.py`` uses the runtime's).
-Adding a field a reader may ignore keeps the version (``cost_sha256`` did); changing one's meaning bumps it."""
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0, -128  # int8 image = uint8 pixel - 128, exactly
 
 
@@ -484,28 +482,6 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
     }
     manifest["cost_sha256"] = cost_digest(manifest)
     return manifest
-
-
-def cost_digest(manifest: dict) -> str:
-    """sha256 of the manifest's cost tables (``cost_sha256``), checked by the board runtime on load.
-
-    The same canonical form as ``ddi_runtime.scheduler.cost_digest`` (which cannot be imported here: the board
-    package is optional for training hosts); tests load every exported manifest with the runtime, so the two
-    agree. Piece order, kinds, option names, identity flags, MACs and energy of every option, the reserves, the
-    full costs and the cheapest answer, as sorted-key JSON with every number a float.
-    """
-    import hashlib
-
-    table = {
-        "pieces": [[p["name"], p["kind"], [[o["name"], bool(o["identity"]), float(o["macs"]), float(o["energy_uj"])]
-                                           for o in p["options"]]] for p in manifest["pieces"]],
-        "reserves_macs": [float(v) for v in manifest.get("reserves_macs", [])],
-        "reserves_energy_uj": [float(v) for v in manifest.get("reserves_energy_uj", [])],
-        "full_macs": float(manifest.get("full_macs", 0.0)),
-        "full_energy_uj": float(manifest.get("full_energy_uj", 0.0)),
-        "cheapest_answer_macs": float(manifest.get("cheapest_answer_macs", 0.0)),
-    }
-    return hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_manifest_quantization(manifest: dict) -> list[str]:

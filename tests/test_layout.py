@@ -61,3 +61,15 @@ def test_ddi_tf_has_no_import_circles():
     assert {"export", "qat", "trainer", "int8"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_board_package_never_imports_ddi_tf():
+    """ddi_tf may import ddi_runtime (the manifest format, checksums, label rule), never the other way round."""
+    runtime = PACKAGE.parent / "tflite" / "ddi_runtime"
+    offenders = []
+    for path in sorted(runtime.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ddi_tf"]
+    assert list(runtime.rglob("*.py")) and not offenders, offenders

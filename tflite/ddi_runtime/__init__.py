@@ -12,9 +12,10 @@ from ddi_runtime.scheduler import (
     check_budget_value,
     check_costs,
     cost_digest,
+    file_sha256,
     load_manifest,
 )
 
 __all__ = ["BudgetError", "ManifestWarning", "ModelError", "Result", "Scheduler", "check_budget_value", "check_costs",
-           "cost_digest", "load_manifest"]
+           "cost_digest", "file_sha256", "load_manifest"]
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from ddi_runtime.graph import GraphError, file_macs
 from ddi_runtime.interpreters import choose_backend, make_interpreter
 
 MANIFEST_VERSION = 1
-"""The manifest format this runtime reads (``ddi_tf.export.MANIFEST_VERSION``; ``micro/gen.py`` uses this one).
+"""The manifest format: this package owns it (``ddi_tf.export`` writes this version, ``micro/gen.py`` reads it).
 Version 1 manifests written since the cost checksum carry ``cost_sha256``; older ones are read with a warning."""
 BUDGET_KINDS = {"macs": "macs", "uj": "energy_uj", "ms": "latency_ms"}
 
@@ -90,7 +90,8 @@ def first_argmax(logits: np.ndarray) -> int:
     return values.index(max(values))
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks): the ``sha256`` of every file a manifest lists."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -99,7 +100,7 @@ def _sha256(path: str) -> str:
 
 
 def cost_digest(manifest: dict) -> str:
-    """sha256 of the manifest's cost tables, as ``ddi_tf.export`` records it in ``cost_sha256``.
+    """sha256 of the manifest's cost tables, ``cost_sha256`` (``ddi_tf.export`` records it with this function).
 
     Covers what a budget adds up and compares against: every piece option's MACs and energy (with the piece
     order, kinds, option names and identity flags), the reserves, full costs and the cheapest answer. Canonical
@@ -180,7 +181,7 @@ def load_manifest(model_dir: str, verify: bool = True) -> dict:
                 f = os.path.join(model_dir, o["file"])
                 if not os.path.exists(f):
                     raise ModelError(f"{model_dir}: piece file {o['file']} is missing")
-                if _sha256(f) != o["sha256"]:
+                if file_sha256(f) != o["sha256"]:
                     raise ModelError(f"{model_dir}: checksum mismatch for {o['file']} (corrupt or replaced file)")
         check_costs(manifest, model_dir)
     return manifest
