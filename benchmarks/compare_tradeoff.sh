@@ -7,8 +7,9 @@ RUNS=${1:-runs}
 seeds() { local out=""; for d in "$RUNS/$1" "$RUNS/$1"_s*; do [ -f "$d/report.json" ] && out="$out+$d/report.json"; done
           echo "${out#+}"; }
 items=""
-for pair in "DDI=cifar_cpu" "DDI target 0.3=cifar_cpu_t030" "DDI target 0.7=cifar_cpu_t070" "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" \
-            "layer-only=cifar_cpu_layer" "static ResNet-8=cifar_cpu_resnet8"; do
+for pair in "DDI=cifar_cpu" "DDI target 0.3=cifar_cpu_t030" "DDI target 0.7=cifar_cpu_t070" \
+            "DDI target 0.3 dual step 0.1=cifar_cpu_t030_dl01" "DDI target 0.7 dual step 0.1=cifar_cpu_t070_dl01" \
+            "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" "layer-only=cifar_cpu_layer" "static ResNet-8=cifar_cpu_resnet8"; do
   s=$(seeds "${pair#*=}"); [ -n "$s" ] && items="$items,${pair%%=*}=$s"
 done
 python -m ddi_tf.compare --reports="${items#,}" --static="static ResNet-20" --json=docs/results/tradeoff_cpu.json \
