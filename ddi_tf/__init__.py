@@ -55,4 +55,10 @@ def quiet_tensorflow_startup(argv: Sequence[str] | None = None, environ: Mutable
 
 quiet_tensorflow_startup()
 
+try:  # the board package owns the manifest format, its checksums and the label rule; ddi_tf uses them
+    import ddi_runtime  # noqa: F401
+except ImportError as e:  # pragma: no cover - an installation error, not a code path
+    raise ImportError("ddi_tf needs the board package ddi_runtime (no TensorFlow, in this repository's tflite/): "
+                      "pip install -e ./tflite (README, 'Set up, run, test')") from e
+
 __version__ = "0.1.0"
