@@ -4,6 +4,8 @@
 # learned-gates path's mean cost on the test split should land within 0.05 of each target.
 #   DDI_DATA=/path/to/cifar10(.tar.gz) bash benchmarks/run_targets.sh [runs_dir] [seed] [targets...]
 # The 0.5 run is configs/cifar_cpu.flags itself (runs/cifar_cpu); the others go to runs/cifar_cpu_t030 etc.
+# DDI_EXTRA adds training flags and DDI_TAG a suffix to the run names, e.g. the multiplier-step run of RESULTS §1:
+#   DDI_EXTRA=--cost_dual_lr=0.1 DDI_TAG=_dl01 DDI_DATA=... bash benchmarks/run_targets.sh runs 0 0.3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DDI_DATA:?set DDI_DATA to the CIFAR-10 folder or archive}"
@@ -15,6 +17,7 @@ SFX=$([ "$SEED" = 0 ] && echo "" || echo "_s$SEED")
 train() { /usr/bin/time -f "%e s wall-clock" python -m ddi_tf.train --data_dir="$DDI_DATA" --seed="$SEED" "$@"; }
 for t in $TARGETS; do
   name=$(printf 't%03d' "$(python -c "print(round($t * 100))")")
+  # shellcheck disable=SC2086  # DDI_EXTRA: several flags, split on spaces
   train --flagfile=configs/cifar_cpu.flags --init_from="$RUNS/cifar_cpu_backbone$SFX" --target_cost="$t" \
-      --workdir="$RUNS/cifar_cpu_$name$SFX"
+      ${DDI_EXTRA:-} --workdir="$RUNS/cifar_cpu_$name${DDI_TAG:-}$SFX"
 done
