@@ -33,8 +33,8 @@ import tf_keras as keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import ddi_tf  # noqa: E402,F401
-from ddi_tf.config import ModelConfig, resolve_exits  # noqa: E402
-from ddi_tf.trainer import TrainConfig, _Trainer  # noqa: E402
+from ddi_tf.core.config import ModelConfig, resolve_exits  # noqa: E402
+from ddi_tf.training.trainer import TrainConfig, _Trainer  # noqa: E402
 
 # model -> (stage, gated, exits, training settings beyond the defaults)
 _RECIPE = {"distill_weight": 1.0, "width_sampling": "sandwich", "cost_loss": "dual", "label_smoothing": 0.1}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from ddi_tf.config import BACKBONES, ESTIMATORS, GATE_TYPES, ModelConfig, resolve_exits
-from ddi_tf.costs import UNITS
-from ddi_tf.trainer import COST_LOSSES, LR_SCOPES, WIDTH_SAMPLINGS, TrainConfig
+from ddi_tf.core.config import BACKBONES, ESTIMATORS, GATE_TYPES, ModelConfig, resolve_exits
+from ddi_tf.core.costs import UNITS
+from ddi_tf.training.trainer import COST_LOSSES, LR_SCOPES, WIDTH_SAMPLINGS, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFINED = False

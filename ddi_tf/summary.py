@@ -1,8 +1,8 @@
 """The cost table of the configured model: ``python -m ddi_tf.summary --flagfile=F [--depth=N] [--json]``.
 
 Uses the training command's own model flags, so any flag overrides the flagfile. Counts are exact MACs of
-conv and dense layers (see ``ddi_tf.arch`` for the conventions), deployed parameters, and energy under the
-documented model (``ddi_tf.costs``).
+conv and dense layers (see ``ddi_tf.core.arch`` for the conventions), deployed parameters, and energy under the
+documented model (``ddi_tf.core.costs``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ FLAGS = flags.FLAGS
 
 def summarize(cfg) -> dict:
     """The cost summary of a ModelConfig as a JSON-serialisable dict."""
-    from ddi_tf.arch import backbone_macs, build_pieces, full_macs
-    from ddi_tf.costs import cost_table
-    from ddi_tf.model import build_model
+    from ddi_tf.core.arch import backbone_macs, build_pieces, full_macs
+    from ddi_tf.core.costs import cost_table
+    from ddi_tf.model.build import build_model
 
     pieces = build_pieces(cfg)
     e8, e32 = cost_table(pieces, "energy", "int8"), cost_table(pieces, "energy", "float32")
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
     """Prints the summary."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from ddi_tf.config import ConfigError
+    from ddi_tf.core.config import ConfigError
 
     try:
         s = summarize(ddi_flags.model_config_from_flags())

@@ -1,6 +1,6 @@
 """Entry point: ``python -m ddi_tf.train --flagfile=configs/cifar.flags [--workdir=...]``.
 
-Parses the flags, then hands plain configs to ``ddi_tf.trainer.train_and_evaluate``.
+Parses the flags, then hands plain configs to ``ddi_tf.training.trainer.train_and_evaluate``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     workdir = FLAGS.workdir or os.path.join(
         "runs", f"{FLAGS.dataset}_{FLAGS.backbone}{FLAGS.depth}_{FLAGS.gate_type}_g{FLAGS.groups}")
-    from ddi_tf import trainer
-    from ddi_tf.config import ConfigError
-    from ddi_tf.costs import CostError
+    from ddi_tf.core.config import ConfigError
+    from ddi_tf.core.costs import CostError
     from ddi_tf.data import DataError
+    from ddi_tf.training import trainer
 
     trainer.split_cpu(FLAGS.cpu_devices)
     try:

@@ -10,8 +10,8 @@ if str(REPO_ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 import ddi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
-from ddi_tf.config import ModelConfig  # noqa: E402
-from ddi_tf.trainer import TrainConfig  # noqa: E402
+from ddi_tf.core.config import ModelConfig  # noqa: E402
+from ddi_tf.training.trainer import TrainConfig  # noqa: E402
 
 # min_group_channels=32: blocks 0 and 1 (16 and 32 channels) have one group (skip or full), block 2 has G = 2,
 # so every export, runtime and micro test also covers blocks with different option counts
@@ -26,8 +26,8 @@ EXPORT_TRAIN = TrainConfig(dataset="synthetic", synthetic_train=512, synthetic_t
 def exported(tmp_path_factory):
     """A tiny model trained on synthetic data and exported: (workdir, export dir, manifest, data)."""
     from ddi_tf import data as data_lib
-    from ddi_tf import export as export_lib
-    from ddi_tf.trainer import train_and_evaluate
+    from ddi_tf.deploy import export as export_lib
+    from ddi_tf.training.trainer import train_and_evaluate
 
     root = tmp_path_factory.mktemp("export")
     workdir, out = str(root / "run"), str(root / "model")
@@ -45,8 +45,8 @@ def exported_qat(tmp_path_factory):
     import dataclasses
 
     from ddi_tf import data as data_lib
-    from ddi_tf import export as export_lib
-    from ddi_tf.trainer import train_and_evaluate
+    from ddi_tf.deploy import export as export_lib
+    from ddi_tf.training.trainer import train_and_evaluate
 
     root = tmp_path_factory.mktemp("export_qat")
     workdir, out = str(root / "run"), str(root / "model")

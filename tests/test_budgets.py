@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import ddi_tf  # noqa: F401
-from ddi_tf import policies
-from ddi_tf.config import ModelConfig
-from ddi_tf.layers import BudgetGuard
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.evaluation import policies
+from ddi_tf.model.layers import BudgetGuard
 
 BAD = [math.nan, -math.inf, 0.0, -0.0, -2.5]
 TINY = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=4)
@@ -40,8 +40,8 @@ def test_budget_guard_reads_inf_as_no_budget():
 @pytest.mark.parametrize("value", BAD)
 def test_budget_model_refuses_nan_and_non_positive_budgets(value):
     from ddi_tf import data as data_lib
-    from ddi_tf.evaluate import Predictor
-    from ddi_tf.model import build_model
+    from ddi_tf.evaluation.evaluate import Predictor
+    from ddi_tf.model.build import build_model
 
     model = build_model(TINY, budget_input=True)
     x = np.zeros((4, 32, 32, 3), np.uint8)

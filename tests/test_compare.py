@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddi_tf.compare import (
+from ddi_tf.evaluation.compare import (
     CompareError,
     envelope_table,
     markdown,

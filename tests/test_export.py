@@ -11,8 +11,8 @@ import pytest
 
 import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
-from ddi_tf import export as export_lib
-from ddi_tf.parity import budget_sweep, compare, edge_agreement
+from ddi_tf.deploy import export as export_lib
+from ddi_tf.deploy.parity import budget_sweep, compare, edge_agreement
 
 
 def test_every_piece_option_is_exported_fully_int8(exported):
@@ -70,7 +70,7 @@ def test_int8_pieces_follow_the_keras_model(exported):
 
 
 def test_qat_export_imposes_the_qat_ranges_and_matches_the_qat_model(exported_qat):
-    from ddi_tf import qat
+    from ddi_tf.quant import qat
 
     workdir, out, manifest, data = exported_qat
     assert manifest["quantization"] == "qat"

@@ -203,13 +203,13 @@ def _random_table(data) -> tuple[dict, list[str], list[list[float]], list[int]]:
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), defer=st.booleans())
 def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
-    """The C core and ddi_tf.policies.simulate_budget (the rule the runtime and the Keras policy follow) take the
-    same decisions, spend the same and answer from the same exit, with and without deferred exits."""
+    """The C core and ddi_tf.evaluation.policies.simulate_budget (the rule the runtime and the Keras policy follow)
+    take the same decisions, spend the same and answer from the same exit, with and without deferred exits."""
     import numpy as np
     import verify
 
-    from ddi_tf import policies
-    from ddi_tf.costs import CostTable
+    from ddi_tf.core.costs import CostTable
+    from ddi_tf.evaluation import policies
 
     table, kinds, costs, chosen = _random_table(data)
     reserves = list(CostTable("macs", tuple(p["name"] for p in table["pieces"]), tuple(kinds),
@@ -276,7 +276,7 @@ def test_verify_refuses_labels_outside_the_classes(generated, exported, tmp_path
 
 def test_one_manifest_version_and_gen_refuses_edited_macs(exported, tmp_path):
     import ddi_runtime.scheduler
-    from ddi_tf import export as export_lib
+    from ddi_tf.deploy import export as export_lib
 
     assert gen.MANIFEST_VERSION == ddi_runtime.scheduler.MANIFEST_VERSION == export_lib.MANIFEST_VERSION
     out_dir = shutil.copytree(exported[1], tmp_path / "m")

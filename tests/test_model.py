@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ddi_tf  # noqa: F401
-from ddi_tf import policies
-from ddi_tf.arch import backbone_macs, build_pieces, full_macs
-from ddi_tf.config import ConfigError, ModelConfig
-from ddi_tf.costs import CostError, cost_table
-from ddi_tf.layers import CUSTOM_OBJECTS, BudgetGuard, GateDecision
-from ddi_tf.model import build_model, copy_weights, regrouped_weights, set_gate_mode, static_from_ddi
+from ddi_tf.core.arch import backbone_macs, build_pieces, full_macs
+from ddi_tf.core.config import ConfigError, ModelConfig
+from ddi_tf.core.costs import CostError, cost_table
+from ddi_tf.evaluation import policies
+from ddi_tf.model.build import build_model, copy_weights, regrouped_weights, set_gate_mode, static_from_ddi
+from ddi_tf.model.layers import CUSTOM_OBJECTS, BudgetGuard, GateDecision
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
 
@@ -308,7 +308,7 @@ def test_reference_budget_rule_never_exceeds_the_budget(data):
             costs.append(sorted(data.draw(st.lists(st.integers(0, 10**8), min_size=n, max_size=n))))
         kinds.append("exit")
         costs.append([data.draw(st.integers(0, 10**6))])
-    from ddi_tf.costs import CostTable
+    from ddi_tf.core.costs import CostTable
     table = CostTable("macs", tuple(f"p{i}" for i in range(len(kinds))), tuple(kinds), tuple(map(tuple, costs)))
     # a budget is positive (zero is refused as no budget at all), at least the cheapest way to an answer
     budget = data.draw(st.floats(max(table.cheapest_answer(), 1e-3), table.full_cost() + 1, allow_nan=False))
@@ -377,7 +377,7 @@ def test_energy_budget_is_enforced_like_a_mac_budget():
 
 
 def test_exit_costs_from_the_recorded_decisions_equal_the_models_own(budget_model):
-    from ddi_tf.evaluate import exit_costs
+    from ddi_tf.evaluation.evaluate import exit_costs
 
     bm, table, fn = budget_model
     budgets = np.linspace(table.cheapest_answer(), table.full_cost(), 8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 import ddi_tf  # noqa: F401
-from ddi_tf import qat
-from ddi_tf.config import ModelConfig
-from ddi_tf.model import build_model, set_gate_mode
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.model.build import build_model, set_gate_mode
+from ddi_tf.quant import qat
 
 CFG = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=8)
 

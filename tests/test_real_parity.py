@@ -28,10 +28,10 @@ def test_real_data_qat_parity():
     if not (os.path.isdir(os.path.join(RUN, "checkpoints_qat")) and os.path.isfile(os.path.join(EXPORT,
                                                                                                   "manifest.json"))):
         pytest.skip(f"needs a QAT run at {RUN} and its export at {EXPORT} (see this module's docstring)")
-    from ddi_tf import qat
-    from ddi_tf.export import load_trained
-    from ddi_tf.parity import budget_sweep, compare
-    from ddi_tf.trainer import TrainConfig, load_data
+    from ddi_tf.deploy.export import load_trained
+    from ddi_tf.deploy.parity import budget_sweep, compare
+    from ddi_tf.quant import qat
+    from ddi_tf.training.trainer import TrainConfig, load_data
 
     cfg, train_conf, model = load_trained(RUN)
     tcfg = TrainConfig.from_dict(train_conf)

@@ -9,10 +9,10 @@ import tf_keras as keras
 
 import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
-from ddi_tf import trainer as trainer_lib
-from ddi_tf.config import ModelConfig
-from ddi_tf.model import build_model, gated_from_static, set_gate_mode
-from ddi_tf.trainer import TrainConfig
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.model.build import build_model, gated_from_static, set_gate_mode
+from ddi_tf.training import trainer as trainer_lib
+from ddi_tf.training.trainer import TrainConfig
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
 TRAIN = TrainConfig(dataset="synthetic", synthetic_train=256, synthetic_test=64, val_size=0, batch_size=32,

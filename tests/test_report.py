@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import ddi_tf  # noqa: F401
-from ddi_tf import policies
-from ddi_tf.config import ModelConfig
-from ddi_tf.evaluate import evaluate_model, learned_cost, plot_report
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.evaluation import policies
+from ddi_tf.evaluation.evaluate import evaluate_model, learned_cost, plot_report
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=4)
 
@@ -58,7 +58,7 @@ def tiny_reports():
     import dataclasses
 
     from ddi_tf.data import normalization_for, synthetic_cifar
-    from ddi_tf.model import build_model
+    from ddi_tf.model.build import build_model
 
     data = synthetic_cifar(16, 40, 10, seed=0)
     mean, std = normalization_for("cifar10")

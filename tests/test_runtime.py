@@ -91,10 +91,10 @@ def test_budget_below_the_cheapest_exit_is_refused_before_running(exported, sche
 
 def test_same_predictions_as_the_keras_ddi_policy(exported, sched):
     from ddi_tf import data as data_lib
-    from ddi_tf import policies
-    from ddi_tf.evaluate import Predictor
-    from ddi_tf.export import load_trained
-    from ddi_tf.model import build_model, copy_weights
+    from ddi_tf.deploy.export import load_trained
+    from ddi_tf.evaluation import policies
+    from ddi_tf.evaluation.evaluate import Predictor
+    from ddi_tf.model.build import build_model, copy_weights
 
     workdir, _, manifest, data = exported
     cfg, _, model = load_trained(workdir)
@@ -274,7 +274,7 @@ def test_fresh_eval_refuses_a_manifest_whose_macs_were_edited(exported, tmp_path
 def test_recomputed_macs_and_cost_checksum_match_the_export(exported):
     from ddi_runtime import cost_digest
     from ddi_runtime.graph import file_macs
-    from ddi_tf import export as export_lib
+    from ddi_tf.deploy import export as export_lib
 
     manifest = exported[2]
     assert manifest["cost_sha256"] == cost_digest(manifest) == export_lib.cost_digest(manifest)

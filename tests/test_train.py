@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import ddi_tf  # noqa: F401
-from ddi_tf import trainer as trainer_lib
-from ddi_tf.config import ModelConfig
-from ddi_tf.trainer import ResumeError, TrainConfig, train_and_evaluate
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.training import trainer as trainer_lib
+from ddi_tf.training.trainer import ResumeError, TrainConfig, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
@@ -47,7 +47,7 @@ def test_smoke_training_through_every_stage(tmp_path):
 def _final_weights(workdir: Path) -> list[np.ndarray]:
     import tensorflow as tf
 
-    from ddi_tf.model import build_model
+    from ddi_tf.model.build import build_model
 
     model = build_model(MODEL)
     ckpt = tf.train.Checkpoint(model=model)
@@ -170,8 +170,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_qat_stage_trains_the_quantized_model_and_hands_its_weights_back(tmp_path):
     import tensorflow as tf
 
-    from ddi_tf import qat
-    from ddi_tf.model import build_model
+    from ddi_tf.model.build import build_model
+    from ddi_tf.quant import qat
 
     cfg = TrainConfig(**{**TRAIN.__dict__, "rl_steps": 0, "qat_steps": 4})
     report = train_and_evaluate(MODEL, cfg, str(tmp_path))

@@ -1,7 +1,7 @@
 """MACs of a ``.tflite`` model, counted from its own graph (no TensorFlow, no flatbuffers package).
 
 The hard budget is only as good as the costs it adds up, so the runtime (and ``micro/gen.py``) recompute each
-piece option's MACs from its file and refuse a manifest whose costs disagree. The count follows ``ddi_tf.arch``:
+piece option's MACs from its file and refuse a manifest whose costs disagree. The count follows ``ddi_tf.core.arch``:
 multiply-accumulates of convolutions and fully-connected layers, per sample (batch dimension excluded); adds,
 pooling, means, activations and 1x1 depthwise convolutions (a per-channel affine, like a batch norm: the stem's
 input normalisation) are not MACs. Ops that multiply-accumulate but that ddi_tf never exports

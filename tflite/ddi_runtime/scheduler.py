@@ -25,7 +25,7 @@ from ddi_runtime.graph import GraphError, file_macs
 from ddi_runtime.interpreters import choose_backend, make_interpreter
 
 MANIFEST_VERSION = 1
-"""The manifest format: this package owns it (``ddi_tf.export`` writes this version, ``micro/gen.py`` reads it).
+"""The manifest format: this package owns it (``ddi_tf.deploy.export`` writes this version, ``micro/gen.py`` reads it).
 Version 1 manifests written since the cost checksum carry ``cost_sha256``; older ones are read with a warning."""
 BUDGET_KINDS = {"macs": "macs", "uj": "energy_uj", "ms": "latency_ms"}
 
@@ -100,7 +100,7 @@ def file_sha256(path: str) -> str:
 
 
 def cost_digest(manifest: dict) -> str:
-    """sha256 of the manifest's cost tables, ``cost_sha256`` (``ddi_tf.export`` records it with this function).
+    """sha256 of the manifest's cost tables, ``cost_sha256`` (``ddi_tf.deploy.export`` records it with this function).
 
     Covers what a budget adds up and compares against: every piece option's MACs and energy (with the piece
     order, kinds, option names and identity flags), the reserves, full costs and the cheapest answer. Canonical

@@ -8,7 +8,7 @@ Stages (each runs for its number of steps; 0 skips it):
 2. ``stage2``: gates only, backbone frozen (its batch norms in inference mode); exits' CE + cost term.
 3. ``stage3``: everything, exits' CE + cost term.
 4. ``rl``: optional REINFORCE on sampled gate decisions (SkipNet's hybrid RL), CE on the backbone.
-5. ``qat``: quantization-aware fine-tuning (``ddi_tf.qat``, tfmot) of everything, losses as in stage 3; the
+5. ``qat``: quantization-aware fine-tuning (``ddi_tf.quant.qat``, tfmot) of everything, losses as in stage 3; the
    trained weights are copied back into the float model, which the evaluation and the int8 export read.
 
 With ``width_sampling='sandwich'`` stages 2 and 3 also run the full path beside the learned one (the teacher
@@ -39,11 +39,11 @@ import tf_keras as keras
 from absl import logging
 
 from ddi_tf import data as data_lib
-from ddi_tf.arch import build_pieces
-from ddi_tf.config import ModelConfig
-from ddi_tf.costs import cost_table
-from ddi_tf.evaluate import evaluate_model, plot_report, write_json_atomic
-from ddi_tf.model import build_model, gated_from_static, num_exits, regrouped_weights, set_gate_mode
+from ddi_tf.core.arch import build_pieces
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.core.costs import cost_table
+from ddi_tf.evaluation.evaluate import evaluate_model, plot_report, write_json_atomic
+from ddi_tf.model.build import build_model, gated_from_static, num_exits, regrouped_weights, set_gate_mode
 
 CONFIG_VERSION = 1
 STAGES = ("stage1", "stage2", "stage3", "rl", "qat")
@@ -348,9 +348,9 @@ def init_from_run(model: keras.Model, workdir: str, cfg: ModelConfig | None = No
 
     This starts a run from a trained backbone (SkipNet's recipe), e.g. gates of another kind over the same
     stage-1 backbone, or a gated model over a trained static backbone (its conv2 split into the channel groups,
-    its bn2 copied into every width's batch norm: ``ddi_tf.model.gated_from_static``). With ``cfg``
+    its bn2 copied into every width's batch norm: ``ddi_tf.model.build.gated_from_static``). With ``cfg``
     (``model``'s config), blocks with fewer channel groups than the source's
-    (``min_group_channels``) get the source's groups merged (``ddi_tf.model.regrouped_weights``). Returns
+    (``min_group_channels``) get the source's groups merged (``ddi_tf.model.build.regrouped_weights``). Returns
     (copied layer names, same-named layers skipped because their shapes differ); RunDirError when nothing can
     be copied or the groups cannot be merged.
     """
@@ -443,7 +443,7 @@ class _Trainer:
 
     def build_qat(self) -> None:
         """Wraps the (trained) float model for QAT, with its own checkpoints under ``checkpoints_qat/``."""
-        from ddi_tf import qat
+        from ddi_tf.quant import qat
 
         with self.strategy.scope():
             self.qat_model = qat.quantize_model(self.model)
@@ -652,7 +652,7 @@ class _Trainer:
 
     def _calibrate_qat(self, images: np.ndarray, mean, std, count: int = 1024, batch: int = 256) -> None:
         """Starts the QAT activation ranges from the float model's (the QAT stage is just beginning)."""
-        from ddi_tf import qat
+        from ddi_tf.quant import qat
 
         set_gate_mode(self.model, "learned")
         rng = np.random.default_rng(self.cfg.seed)
@@ -666,7 +666,7 @@ class _Trainer:
         """After QAT, the float model takes the QAT-trained weights and is checkpointed as the final model."""
         if self.qat_model is None:
             return
-        from ddi_tf import qat
+        from ddi_tf.quant import qat
 
         qat.float_weights_from_qat(self.qat_model, self.model)
         self.active = self.model

@@ -1,7 +1,7 @@
 """The DDI network as a sequence of pieces, in pure Python: what runs, in which order, at what cost.
 
 This is the single description of the network's structure that cost accounting, the budget policy,
-the training cost term and the export all share. The Keras builder (``ddi_tf.model``) creates layers for
+the training cost term and the export all share. The Keras builder (``ddi_tf.model.build``) creates layers for
 the same pieces, and a test checks that the MACs counted here equal those of the built layers.
 
 Conventions (also in README):
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ddi_tf.config import ModelConfig
+from ddi_tf.core.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The int8 grid rules the QAT overlay and the export share (no TensorFlow): how a float range becomes TFLite's
 (scale, zero point), and the rounding that makes producer and consumer of a piece boundary agree on the scale.
 
-``ddi_tf.qat`` rounds its tied edge ranges with ``exact_range_max`` and ``ddi_tf.export`` imposes the same
+``ddi_tf.quant.qat`` rounds its tied edge ranges with ``exact_range_max`` and ``ddi_tf.deploy.export`` imposes the same
 ranges, so neither imports the other.
 """
 

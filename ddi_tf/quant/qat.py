@@ -16,7 +16,7 @@ QAT model quantizes where the int8 pieces do:
 - ReLU, global pooling, Dense and Concatenate keep tfmot's default 8-bit configs;
 - the weightless custom layers (gates' decisions, selection, cost accounting) stay float.
 
-The ReLU outputs that become one feature edge of the export (``ddi_tf.export``: every block output of a
+The ReLU outputs that become one feature edge of the export (``ddi_tf.deploy.export``: every block output of a
 resolution stage shares one int8 scale, so that an identity skip is a no-op) share one range here too
 (``tie_edge_ranges``), and ``activation_ranges`` hands every range to the export, which imposes them: the
 QAT model then computes what the int8 pieces compute, up to integer rounding.
@@ -25,7 +25,7 @@ QAT model then computes what the int8 pieces compute, up to integer rounding.
 of tfmot's [-6, 6]: the moving averages take thousands of steps to leave that start, and clipping
 pre-batch-norm sums at 6 broke a trained model (79% -> 49% after 300 QAT steps).
 Everything is applied inside ``quantize_scope``. ``float_weights_from_qat`` copies the trained weights back
-into a float model of the same config, which the evaluation and the int8 export (``ddi_tf.export``) read by
+into a float model of the same config, which the evaluation and the int8 export (``ddi_tf.deploy.export``) read by
 layer name.
 """
 
@@ -38,8 +38,8 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from ddi_tf.int8 import exact_range_max
-from ddi_tf.layers import CUSTOM_OBJECTS
+from ddi_tf.model.layers import CUSTOM_OBJECTS
+from ddi_tf.quant.int8 import exact_range_max
 
 qk = tfmot.quantization.keras
 

@@ -28,7 +28,7 @@ class GateDecision(keras.layers.Layer):
     (straight-through), or, with ``estimator='gumbel'`` while training, a Gumbel-softmax sample at
     ``temperature`` made hard in the forward pass. At inference both are the plain argmax.
 
-    Outside the saved config, ``mode`` (set with ``ddi_tf.model.set_gate_mode``) overrides the decision:
+    Outside the saved config, ``mode`` (set with ``ddi_tf.model.build.set_gate_mode``) overrides the decision:
     ``learned`` (default), ``full`` (always the widest option: the static path), ``random`` (with
     probability ``random_prob`` a uniformly random option, else full; for training every width and for
     calibrating activation ranges over every option) and
@@ -197,7 +197,7 @@ class BudgetGuard(keras.layers.Layer):
     it to the next exit; None for the last) whose next exit is affordable is kept instead of charged; it stays
     reserved, answers (and is charged) if the sample stops before the next exit, and while it is kept a block
     the budget would cut down to its skip option (its gate chose more) stops the sample. The same rule as
-    ``ddi_tf.policies.simulate_budget(defer_exits=True)``.
+    ``ddi_tf.evaluation.policies.simulate_budget(defer_exits=True)``.
 
     Args:
       costs: cost of each option, cheapest first.

@@ -18,12 +18,12 @@ import tf_keras as keras
 from absl import logging
 
 from ddi_runtime import file_sha256
-from ddi_tf import policies
-from ddi_tf.arch import backbone_macs, build_pieces
-from ddi_tf.config import ModelConfig
-from ddi_tf.costs import CostTable, cost_table
+from ddi_tf.core.arch import backbone_macs, build_pieces
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.core.costs import CostTable, cost_table
 from ddi_tf.data import make_eval_dataset
-from ddi_tf.model import build_model, copy_weights, set_gate_mode
+from ddi_tf.evaluation import policies
+from ddi_tf.model.build import build_model, copy_weights, set_gate_mode
 
 
 def exit_costs(table: CostTable, decisions: dict[str, np.ndarray], n: int) -> np.ndarray:

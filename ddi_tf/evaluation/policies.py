@@ -28,7 +28,7 @@ class ExitOutputs:
       labels: (N,) true labels.
       decisions: ``block{b}_decision`` one-hots (N, G+1) of a gated model, when recorded.
       extra_costs: the same executed cost up to each exit in other units, {unit: (N, E)} (e.g. energy and
-        latency from ``ddi_tf.evaluate.exit_costs``); ``evaluate`` reports their means as ``mean_<unit>``.
+        latency from ``ddi_tf.evaluation.evaluate.exit_costs``); ``evaluate`` reports their means as ``mean_<unit>``.
     """
 
     probs_max: np.ndarray

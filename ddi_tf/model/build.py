@@ -11,7 +11,7 @@
 Channel-wise skipping without masks on the deployed path: a block's second convolution is split by input
 channel group into G convolutions whose partial sums give the output of every width k (the first k groups)
 at the cost of one full convolution. Each width has its own batch norm after that convolution (switchable
-BN), so its statistics are those of that width. The deployed pieces (``ddi_tf.export``) slice the weights
+BN), so its statistics are those of that width. The deployed pieces (``ddi_tf.deploy.export``) slice the weights
 and run only the chosen width.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from ddi_tf.arch import build_pieces
-from ddi_tf.config import ModelConfig
-from ddi_tf.costs import CostTable, cost_table
-from ddi_tf.layers import (
+from ddi_tf.core.arch import build_pieces
+from ddi_tf.core.config import ModelConfig
+from ddi_tf.core.costs import CostTable, cost_table
+from ddi_tf.model.layers import (
     GATE_MODES,
     BatchZeros,
     BudgetGuard,

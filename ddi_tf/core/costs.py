@@ -21,7 +21,7 @@ The reservation rule
 Before each piece the scheduler checks that the piece's cheapest option plus the cheapest way from after
 the piece to the next exit still fits in the remaining budget (``reserve``); if not it halts and answers
 from the latest exit. For a gated block it runs the gate's choice or the widest cheaper option that fits.
-The Keras policy (``ddi_tf.layers.BudgetGuard``), the board runtime and the C core implement this rule.
+The Keras policy (``ddi_tf.model.layers.BudgetGuard``), the board runtime and the C core implement this rule.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import json
 import math
 import os
 
-from ddi_tf.arch import LayerCost, Piece
+from ddi_tf.core.arch import LayerCost, Piece
 
 UNITS = ("macs", "energy", "latency")
 
@@ -138,7 +138,7 @@ def cost_table(pieces: list[Piece], unit: str = "macs", dtype: str = "int8",
     """Builds the cost table of ``pieces`` in ``unit``.
 
     Args:
-      pieces: from ``ddi_tf.arch.build_pieces``.
+      pieces: from ``ddi_tf.core.arch.build_pieces``.
       unit: ``macs``, ``energy`` or ``latency``.
       dtype: ``int8`` or ``float32`` (energy only).
       latency_path: JSON file of measured per-piece latencies (latency only): ``{"unit": "ms", "pieces":
