@@ -34,7 +34,8 @@ from absl import app, flags  # noqa: E402
 
 import ddi_tf  # noqa: E402,F401
 from ddi_tf.core.config import ModelConfig, resolve_exits  # noqa: E402
-from ddi_tf.training.trainer import TrainConfig, _Trainer  # noqa: E402
+from ddi_tf.training.config import TrainConfig
+from ddi_tf.training.trainer import _Trainer
 
 # model -> (stage, gated, exits, training settings beyond the defaults)
 _RECIPE = {"distill_weight": 1.0, "width_sampling": "sandwich", "cost_loss": "dual", "label_smoothing": 0.1}

@@ -23,15 +23,8 @@ import sys
 
 from absl import app, flags
 
-from ddi_tf.evaluation.compare import (
-    KINDS,
-    CompareError,
-    parse_kinds,
-    parse_reports,
-    tradeoff,
-    tradeoff_markdown,
-    write_outputs,
-)
+from ddi_tf.evaluation.compare import KINDS, CompareError, parse_kinds, parse_reports, tradeoff, tradeoff_markdown
+from ddi_tf.evaluation.plots import write_outputs
 
 flags.DEFINE_list("reports", [], "label=path/to/report.json, ...; label=a/report.json+b/report.json gives several "
                   "seeds (runs) of one model")
@@ -75,7 +68,7 @@ def main(argv: list[str]) -> None:
         except CompareError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        from ddi_tf.evaluation.evaluate import write_json_atomic
+        from ddi_tf.core.files import write_json_atomic
 
         write_json_atomic(FLAGS.json, result.json)
         table = tradeoff_markdown(result)

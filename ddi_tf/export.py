@@ -20,7 +20,8 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from ddi_tf import data as data_lib
-    from ddi_tf.training.trainer import TrainConfig, load_data
+    from ddi_tf.training.config import TrainConfig
+    from ddi_tf.training.trainer import load_data
 
     FLAGS = flags.FLAGS  # noqa: N806
     if len(argv) > 1:

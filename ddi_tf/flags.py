@@ -10,7 +10,7 @@ from absl import flags
 
 from ddi_tf.core.config import BACKBONES, ESTIMATORS, GATE_TYPES, ModelConfig, resolve_exits
 from ddi_tf.core.costs import UNITS
-from ddi_tf.training.trainer import COST_LOSSES, LR_SCOPES, WIDTH_SAMPLINGS, TrainConfig
+from ddi_tf.training.config import COST_LOSSES, LR_SCOPES, WIDTH_SAMPLINGS, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFINED = False

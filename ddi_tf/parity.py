@@ -28,7 +28,8 @@ def main(argv: list[str]) -> None:
 
     from ddi_tf.deploy.export import load_trained
     from ddi_tf.quant.qat import restore_qat
-    from ddi_tf.training.trainer import TrainConfig, load_data
+    from ddi_tf.training.config import TrainConfig
+    from ddi_tf.training.trainer import load_data
 
     FLAGS = flags.FLAGS  # noqa: N806
     cfg, train_conf, model = load_trained(FLAGS.workdir)

@@ -29,6 +29,7 @@ def main(argv: list[str]) -> None:
     from ddi_tf.core.costs import CostError
     from ddi_tf.data import DataError
     from ddi_tf.training import trainer
+    from ddi_tf.training.workdir import ResumeError
 
     trainer.split_cpu(FLAGS.cpu_devices)
     try:
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> None:
         handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.get_absl_logger().addHandler(handler)
         report = trainer.train_and_evaluate(model_cfg, train_cfg, workdir)
-    except (ConfigError, CostError, DataError, trainer.ResumeError) as e:
+    except (ConfigError, CostError, DataError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     summary = {k: report[k] for k in ("full_macs", "backbone_macs")}

@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tflite"))
 
-from ddi_runtime import scheduler as _runtime  # noqa: E402  (numpy only: the board runtime's manifest checks)
+from ddi_runtime import manifest as _runtime  # noqa: E402  (numpy only: the board runtime's manifest reader)
 
 MANIFEST_VERSION = _runtime.MANIFEST_VERSION  # one reader of the format: the board runtime's
 KINDS = {"fixed": "DDI_FIXED", "gate": "DDI_GATE", "block": "DDI_BLOCK", "exit": "DDI_EXIT"}

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 import ddi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 from ddi_tf.core.config import ModelConfig  # noqa: E402
-from ddi_tf.training.trainer import TrainConfig  # noqa: E402
+from ddi_tf.training.config import TrainConfig  # noqa: E402
 
 # min_group_channels=32: blocks 0 and 1 (16 and 32 channels) have one group (skip or full), block 2 has G = 2,
 # so every export, runtime and micro test also covers blocks with different option counts

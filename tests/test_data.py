@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from ddi_tf import data as D
+from ddi_tf.data import sources
 
 PER_CLASS = 3
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,7 +209,7 @@ def test_cache_hit_and_corrupt_cache(png_tree: Path, tmp_path: Path, monkeypatch
         raise AssertionError("decoded although the cache is valid")
 
     with monkeypatch.context() as m:
-        m.setattr(D, "_decode_source", no_decoding)
+        m.setattr(sources, "_decode_source", no_decoding)
         np.testing.assert_array_equal(D.load_cifar(png_tree, cache_dir=cache).x_train, first.x_train)
 
     cache_file.write_bytes(b"not a zip file")
@@ -226,9 +227,9 @@ def test_old_class_sorted_cache_is_not_reused(
     x_old, y_old = _sorted_by_label(x[::-1], y[::-1])
     old = dict(x_train=x, y_train=y, x_test=x_old, y_test=y_old, class_names=np.array(D.CIFAR10_CLASSES))
     with monkeypatch.context() as m:
-        m.setattr(D, "_CACHE_VERSION", 1)
-        old_name = cache / f"cifar10-cifar10-png.{D._fingerprint(png_tree, 'cifar10')}.npz"
-    new_name = cache / f"cifar10-cifar10-png.{D._fingerprint(png_tree, 'cifar10')}.npz"
+        m.setattr(sources, "_CACHE_VERSION", 1)
+        old_name = cache / f"cifar10-cifar10-png.{sources._fingerprint(png_tree, 'cifar10')}.npz"
+    new_name = cache / f"cifar10-cifar10-png.{sources._fingerprint(png_tree, 'cifar10')}.npz"
     assert old_name != new_name
     cache.mkdir()
     np.savez(old_name, **old)
@@ -236,7 +237,7 @@ def test_old_class_sorted_cache_is_not_reused(
     data = D.load_cifar(png_tree, cache_dir=cache)
     np.testing.assert_array_equal(data.y_test, np.tile(np.arange(10), PER_CLASS))
     with np.load(new_name) as z:  # rebuilt in the current format
-        assert int(z["cache_version"]) == D._CACHE_VERSION
+        assert int(z["cache_version"]) == sources._CACHE_VERSION
         np.testing.assert_array_equal(z["y_test"], data.y_test)
     with np.load(old_name) as z:  # left alone
         assert "cache_version" not in z.files
@@ -244,7 +245,7 @@ def test_old_class_sorted_cache_is_not_reused(
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the rebuilt cache is valid")
 
-    monkeypatch.setattr(D, "_decode_source", no_decoding)
+    monkeypatch.setattr(sources, "_decode_source", no_decoding)
     np.testing.assert_array_equal(D.load_cifar(png_tree, cache_dir=cache).y_test, data.y_test)
 
 

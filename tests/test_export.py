@@ -13,6 +13,7 @@ import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
 from ddi_tf.deploy import export as export_lib
 from ddi_tf.deploy.parity import budget_sweep, compare, edge_agreement
+from ddi_tf.quant import int8
 
 
 def test_every_piece_option_is_exported_fully_int8(exported):
@@ -81,7 +82,7 @@ def test_qat_export_imposes_the_qat_ranges_and_matches_the_qat_model(exported_qa
     for edge, names in qat.edge_groups(cfg).items():  # edges: one range per stage, exactly the manifest's
         assert {ranges[n] for n in names} == {(manifest["edges"][edge]["lo"], manifest["edges"][edge]["hi"])}
     gate_out = next(o for p in manifest["pieces"] if p["name"] == "gate0" for o in p["options"])["output"]
-    scale, zp = export_lib.int8_params(*ranges["gate0_fc2"])
+    scale, zp = int8.int8_params(*ranges["gate0_fc2"])
     assert gate_out["scale"] == pytest.approx(scale, rel=1e-5) and gate_out["zero_point"] == zp
     mean, std = data_lib.normalization_for("cifar10")
     res = compare(q, cfg, out, data.x_test, mean, std)
@@ -124,7 +125,7 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
 
 def test_exact_range_keeps_float32_and_float64_scales_equal():
     for hi in np.random.default_rng(0).uniform(0.1, 50, 200):
-        r = export_lib.exact_range_max(hi)
+        r = int8.exact_range_max(hi)
         assert r >= hi and r < hi * 1.001
         assert np.float32(np.float32(r) / np.float32(255)) == np.float32(r / 255.0)
 

@@ -275,10 +275,10 @@ def test_verify_refuses_labels_outside_the_classes(generated, exported, tmp_path
 
 
 def test_one_manifest_version_and_gen_refuses_edited_macs(exported, tmp_path):
-    import ddi_runtime.scheduler
+    import ddi_runtime.manifest
     from ddi_tf.deploy import export as export_lib
 
-    assert gen.MANIFEST_VERSION == ddi_runtime.scheduler.MANIFEST_VERSION == export_lib.MANIFEST_VERSION
+    assert gen.MANIFEST_VERSION == ddi_runtime.manifest.MANIFEST_VERSION == export_lib.MANIFEST_VERSION
     out_dir = shutil.copytree(exported[1], tmp_path / "m")
     manifest = json.loads((out_dir / "manifest.json").read_text())
     manifest["pieces"][0]["options"][0]["macs"] += 1

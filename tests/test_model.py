@@ -17,8 +17,9 @@ from ddi_tf.core.arch import backbone_macs, build_pieces, full_macs
 from ddi_tf.core.config import ConfigError, ModelConfig
 from ddi_tf.core.costs import CostError, cost_table
 from ddi_tf.evaluation import policies
-from ddi_tf.model.build import build_model, copy_weights, regrouped_weights, set_gate_mode, static_from_ddi
+from ddi_tf.model.build import build_model, set_gate_mode
 from ddi_tf.model.layers import CUSTOM_OBJECTS, BudgetGuard, GateDecision
+from ddi_tf.model.weights import copy_weights, regrouped_weights, static_from_ddi
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
 

@@ -31,7 +31,8 @@ def test_real_data_qat_parity():
     from ddi_tf.deploy.export import load_trained
     from ddi_tf.deploy.parity import budget_sweep, compare
     from ddi_tf.quant import qat
-    from ddi_tf.training.trainer import TrainConfig, load_data
+    from ddi_tf.training.config import TrainConfig
+    from ddi_tf.training.trainer import load_data
 
     cfg, train_conf, model = load_trained(RUN)
     tcfg = TrainConfig.from_dict(train_conf)

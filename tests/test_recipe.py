@@ -10,9 +10,12 @@ import tf_keras as keras
 import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
 from ddi_tf.core.config import ModelConfig
-from ddi_tf.model.build import build_model, gated_from_static, set_gate_mode
+from ddi_tf.model import weights as weights_lib
+from ddi_tf.model.build import build_model, set_gate_mode
+from ddi_tf.model.weights import gated_from_static
+from ddi_tf.training import losses as losses_lib
 from ddi_tf.training import trainer as trainer_lib
-from ddi_tf.training.trainer import TrainConfig
+from ddi_tf.training.config import TrainConfig
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
 TRAIN = TrainConfig(dataset="synthetic", synthetic_train=256, synthetic_test=64, val_size=0, batch_size=32,
@@ -43,13 +46,13 @@ def test_distillation_loss_equals_the_hand_computation():
 
     p, q = softmax(t / temp), softmax(s / temp)
     expected = temp ** 2 * (p * (np.log(p) - np.log(q))).sum(-1)
-    got = trainer_lib.distillation_loss(tf.constant(s), tf.constant(t), temp).numpy()
+    got = losses_lib.distillation_loss(tf.constant(s), tf.constant(t), temp).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert trainer_lib.distillation_loss(tf.constant(t), tf.constant(t), temp).numpy() == pytest.approx([0, 0],
+    assert losses_lib.distillation_loss(tf.constant(t), tf.constant(t), temp).numpy() == pytest.approx([0, 0],
                                                                                                           abs=1e-6)
     teacher = tf.Variable(t)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(trainer_lib.distillation_loss(tf.constant(s), teacher, temp))
+        loss = tf.reduce_sum(losses_lib.distillation_loss(tf.constant(s), teacher, temp))
     assert tape.gradient(loss, teacher) is None  # the teacher is not taught
 
 
@@ -57,7 +60,7 @@ def test_label_smoothing_equals_the_hand_computation():
     logits = np.array([[2.0, 0.0, -1.0]], np.float32)
     logp = logits - np.log(np.exp(logits).sum())
     target = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
-    got = trainer_lib.classification_loss(tf.constant([0]), tf.constant(logits), 0.1).numpy()
+    got = losses_lib.classification_loss(tf.constant([0]), tf.constant(logits), 0.1).numpy()
     np.testing.assert_allclose(got, [-(target * logp).sum()], rtol=1e-5)
 
 
@@ -97,10 +100,10 @@ def test_dual_cost_term_drives_a_tiny_model_to_its_target(tmp_path):
 
 def test_sign_cost_term_is_the_fractional_skipping_rule():
     ratio = tf.constant([0.2, 0.6])
-    above = trainer_lib.cost_term("sign", ratio, 0.3, 2.0, tf.constant(0.0), global_batch=2)
-    below = trainer_lib.cost_term("sign", ratio, 0.5, 2.0, tf.constant(0.0), global_batch=2)
+    above = losses_lib.cost_term("sign", ratio, 0.3, 2.0, tf.constant(0.0), global_batch=2)
+    below = losses_lib.cost_term("sign", ratio, 0.5, 2.0, tf.constant(0.0), global_batch=2)
     assert float(above) == pytest.approx(2.0 * 0.4) and float(below) == pytest.approx(-2.0 * 0.4)
-    dual = trainer_lib.cost_term("dual", ratio, 0.5, 2.0, tf.constant(3.0), global_batch=2)
+    dual = losses_lib.cost_term("dual", ratio, 0.5, 2.0, tf.constant(3.0), global_batch=2)
     assert float(dual) == pytest.approx(2.0 * 0.1 ** 2 + 3.0 * 0.4)
 
 
@@ -140,7 +143,7 @@ def test_batch_norm_reestimation_takes_the_mean_of_the_batches_statistics():
     model = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(4, name="d")(inp)))
     rng = np.random.default_rng(0)
     batches = [rng.normal(loc=i, size=(64, 4)).astype(np.float32) for i in range(3)]
-    assert trainer_lib.reestimate_batch_norm(model, batches, "full") == 1
+    assert weights_lib.reestimate_batch_norm(model, batches, "full") == 1
     dense = keras.Model(inp, model.get_layer("d").output)
     feats = [dense(b).numpy() for b in batches]
     bn = model.get_layer("bn")
@@ -167,7 +170,7 @@ def test_weight_average_follows_the_warmed_up_decay(tmp_path):
 
 def test_one_schedule_over_the_run_decays_to_zero_without_restart():
     cfg = TrainConfig(stage1_steps=100, stage2_steps=20, stage3_steps=80, lr=0.1, warmup_steps=10, lr_scope="run")
-    lrs = [float(trainer_lib.learning_rate(s, tf.constant(t), cfg.float_steps, cfg))
+    lrs = [float(losses_lib.learning_rate(s, tf.constant(t), cfg.float_steps, cfg))
            for t, s in [(t, "stage1" if t < 100 else "stage2" if t < 120 else "stage3") for t in range(200)]]
     assert max(lrs) == pytest.approx(0.1, rel=0.05)
     after_warmup = lrs[10:]

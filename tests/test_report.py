@@ -8,7 +8,8 @@ import pytest
 import ddi_tf  # noqa: F401
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.evaluation import policies
-from ddi_tf.evaluation.evaluate import evaluate_model, learned_cost, plot_report
+from ddi_tf.evaluation.evaluate import evaluate_model, learned_cost
+from ddi_tf.evaluation.plots import plot_report
 
 TINY = ModelConfig(depth=8, groups=2, exits=(1,), exit_width=8, gate_hidden=4)
 

@@ -94,7 +94,8 @@ def test_same_predictions_as_the_keras_ddi_policy(exported, sched):
     from ddi_tf.deploy.export import load_trained
     from ddi_tf.evaluation import policies
     from ddi_tf.evaluation.evaluate import Predictor
-    from ddi_tf.model.build import build_model, copy_weights
+    from ddi_tf.model.build import build_model
+    from ddi_tf.model.weights import copy_weights
 
     workdir, _, manifest, data = exported
     cfg, _, model = load_trained(workdir)

@@ -14,7 +14,10 @@ import pytest
 import ddi_tf  # noqa: F401
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.training import trainer as trainer_lib
-from ddi_tf.training.trainer import ResumeError, TrainConfig, train_and_evaluate
+from ddi_tf.training import workdir as workdir_lib
+from ddi_tf.training.config import TrainConfig
+from ddi_tf.training.trainer import train_and_evaluate
+from ddi_tf.training.workdir import ResumeError
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(depth=8, groups=2, exits=(1, 2), exit_width=8, gate_hidden=4)
@@ -129,15 +132,15 @@ def test_init_from_starts_other_gates_on_a_trained_backbone(tmp_path):
     gates_only = TrainConfig(**{**stage1.__dict__, "stage1_steps": 0, "stage2_steps": 2,
                                 "init_from": str(tmp_path / "ff")})
     train_and_evaluate(rnn, gates_only, str(tmp_path / "rnn"))
-    _, _, source = trainer_lib.load_trained(str(tmp_path / "ff"))
-    _, _, branched = trainer_lib.load_trained(str(tmp_path / "rnn"))
+    _, _, source = workdir_lib.load_trained(str(tmp_path / "ff"))
+    _, _, branched = workdir_lib.load_trained(str(tmp_path / "rnn"))
     backbone = [layer.name for layer in source.layers if layer.weights and not layer.name.startswith("gate")]
     assert backbone
     for name in backbone:  # stage 2 trains only the gates: the copied backbone is unchanged
         for a, b in zip(source.get_layer(name).get_weights(), branched.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(trainer_lib.RunDirError, match="no config.json"):
-        trainer_lib.init_from_run(branched, str(tmp_path / "missing"))
+    with pytest.raises(workdir_lib.RunDirError, match="no config.json"):
+        workdir_lib.init_from_run(branched, str(tmp_path / "missing"))
 
 
 def _run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

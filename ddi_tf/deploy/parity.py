@@ -126,7 +126,8 @@ def budget_sweep(model, cfg, model_dir: str, images: np.ndarray, labels: np.ndar
     from ddi_tf.core.costs import cost_table
     from ddi_tf.evaluation.evaluate import Predictor
     from ddi_tf.evaluation.policies import choose_exit
-    from ddi_tf.model.build import build_model, copy_weights
+    from ddi_tf.model.build import build_model
+    from ddi_tf.model.weights import copy_weights
 
     table = cost_table(build_pieces(cfg), "macs")
     runs, runs_qat = {}, {}

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import NamedTuple
 
 KINDS = ("ddi", "exits_only", "layer_only", "static", "static_small")
-
 
 
 def _fmt_row(label: str, policy: str, setting: str, r: dict, ref_macs: float) -> str:
@@ -130,61 +128,6 @@ def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
             front.append((macs, acc))
             best = acc
     return front
-
-
-def plot_pareto(reports: dict[str, dict], int8: dict[str, dict], path: str) -> None:
-    """One PNG: each model's float Pareto front (solid) and, where given, its int8 accuracy under hard MAC
-    budgets on the board runtime (dashed, same colour)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (label, rep) in enumerate(reports.items()):
-        color = f"C{i}"
-        front = pareto(operating_points(rep))
-        ax.plot([m / 1e6 for m, _ in front], [100 * a for _, a in front], "o-", color=color, label=f"{label} (float)")
-        if label in int8:
-            rows = [r for r in int8[label]["rows"] if r["config"].startswith("ddi@")]
-            ax.plot([r["mean_macs"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], "x--", color=color,
-                    label=f"{label} (int8, budget only)")
-    ax.set_xlabel("mean MACs per image (millions)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("CIFAR-10: float Pareto fronts and int8 under hard budgets")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_fronts(reports: dict[str, dict], path: str) -> None:
-    """One PNG with a panel per cost unit (MACs, energy, latency): each model's float Pareto front."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    units = units_present(reports)
-    fig, axes = plt.subplots(1, len(units), figsize=(5.5 * len(units), 4.5), squeeze=False)
-    for ax, unit in zip(axes[0], units, strict=True):
-        scale = 1e-6 if unit == "macs" else 1.0
-        sha = next(iter(reports.values())).get("latency_table_sha256")
-        for i, (label, rep) in enumerate(reports.items()):
-            front = pareto(operating_points(rep, unit, sha))
-            if front:
-                ax.plot([c * scale for c, _ in front], [100 * a for _, a in front], "o-", ms=3, color=f"C{i}",
-                        label=label)
-        ax.set_xlabel({"macs": "mean MACs per image (millions)", "uj": "mean energy per image (uJ, model)",
-                       "ms": "mean latency per image (ms, per-piece table)"}[unit])
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("CIFAR-10: float Pareto fronts per cost")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 class CompareError(ValueError):
@@ -386,38 +329,5 @@ def tradeoff_markdown(t: Tradeoff) -> str:
                      + cell(m["learned_cost_ratio"], s["learned_cost_ratio"], False) + " | "
                      + ("-" if m["target_cost"] is None else f"{m['target_cost']:.2f}") + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_outputs(runs: dict[str, list[dict]], out: str, int8_items: list[str], tradeoff_table: str | None) -> None:
-    """The plots and ``<out>.md`` (with ``tradeoff_table`` at its end when given); a model with several seeds is
-    shown run by run (``label #1``, ...)."""
-    import ddi_tf  # noqa: F401
-    from ddi_tf.evaluation.evaluate import plot_report
-
-    reports = {}
-    for label, reps in runs.items():
-        for i, rep in enumerate(reps):
-            reports[label if len(reps) == 1 else f"{label} #{i + 1}"] = rep
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    plot_report(reports, out + ".png", title="CIFAR-10 test accuracy against mean MACs")
-    with open(out + ".md", "w") as f:
-        f.write(markdown(reports))
-        if tradeoff_table:
-            f.write("\n" + tradeoff_table)
-    int8 = {}
-    for item in int8_items:
-        label, _, path = item.partition("=")
-        if label not in reports or not os.path.exists(path):
-            print(f"error: --int8 {item!r}: needs label=path with a label of --reports (label #i for a model with "
-                  "several seeds) and an existing file", file=sys.stderr)
-            sys.exit(2)
-        with open(path) as f:
-            int8[label] = json.load(f)
-    plot_pareto(reports, int8, out + "_pareto.png")
-    written = [f"{out}.png", f"{out}_pareto.png", f"{out}.md"]
-    if len(units_present(reports)) > 1:
-        plot_fronts(reports, out + "_fronts.png")
-        written.append(f"{out}_fronts.png")
-    print("wrote " + ", ".join(written))
 
 

@@ -8,10 +8,6 @@ mean energy (``mean_uj``, the documented energy model) and, with a measured late
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -23,7 +19,8 @@ from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import CostTable, cost_table
 from ddi_tf.data import make_eval_dataset
 from ddi_tf.evaluation import policies
-from ddi_tf.model.build import build_model, copy_weights, set_gate_mode
+from ddi_tf.model.build import build_model, set_gate_mode
+from ddi_tf.model.weights import copy_weights
 
 
 def exit_costs(table: CostTable, decisions: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -237,100 +234,3 @@ def pareto(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_json_atomic(path: str, obj: dict) -> None:
-    """Writes JSON through a temporary file and a rename."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
-    """PNG plot of accuracy against mean MACs for one or more reports (label -> report); with a second panel, the
-    histogram of the per-image learned-path cost (images the full path gets right and wrong apart) of every
-    report that has one (``learned_cost``, gated models)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hists = {label: rep["learned_cost"] for label, rep in reports.items()
-             if (rep.get("learned_cost") or {}).get("histogram")}
-    if hists:
-        fig, (ax, ax_hist) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.5, 1]})
-        _plot_learned_cost(ax_hist, hists)
-    else:
-        fig, ax = plt.subplots(figsize=(7, 5))
-    markers = iter("osd^v<>ph*")
-    for label, rep in reports.items():
-        m = next(markers)
-        scale = 1e6
-        if rep.get("model", {}).get("gate_type") == "none" and len(rep.get("exits_all_full", [])) == 1:
-            r = rep["exits_all_full"][0]  # a static backbone without exits: one point
-            ax.plot([r["mean_macs"] / scale], [100 * r["accuracy"]], marker="s", color="black", linestyle="",
-                    label=f"{label}: static backbone" if label else "static backbone")
-            continue
-        series = [("exits (all full)", rep.get("exits_all_full", []), "--"),
-                  ("anytime budget", rep.get("anytime", []), ":"),
-                  ("budget, exits deferred", rep.get("budget_deferred", []), (0, (1, 1))),
-                  ("thresholds (learned gates)", rep.get("threshold", []), "-."),
-                  ("DDI (gates+exits+budget)", rep.get("ddi_pareto", []), "-")]
-        for name, rows, ls in series:
-            if not rows:
-                continue
-            rows = sorted(rows, key=lambda r: r["mean_macs"])
-            ax.plot([r["mean_macs"] / scale for r in rows], [100 * r["accuracy"] for r in rows], linestyle=ls, marker=m,
-                    label=f"{label}: {name}" if label else name, markersize=4)
-    ax.set_xlabel("mean MACs per image (millions)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title or "accuracy against cost")
-    fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _plot_learned_cost(ax, hists: dict[str, dict]) -> None:
-    """Per-image learned-path cost histograms (label -> ``learned_cost``): the full path's right images solid,
-    its wrong images dashed, their means as vertical lines; one colour per report (for one: green bars with the
-    wrong images' red bars stacked on them)."""
-    one = len(hists) == 1
-    lo, hi = 1.0, 0.0
-    for i, (label, lc) in enumerate(hists.items()):
-        h = lc["histogram"]
-        edges = np.asarray(h["bin_edges"])
-        prefix = f"{label}: " if label else ""
-        for key, mean_key, count_key, ls, color in (
-                ("full_path_correct", "mean_ratio_full_path_correct", "correct_count", "-", "C2" if one else f"C{i}"),
-                ("full_path_wrong", "mean_ratio_full_path_wrong", "wrong_count", "--", "C3" if one else f"C{i}")):
-            counts = np.asarray(h[key])
-            what = "right" if key == "full_path_correct" else "wrong"
-            base = np.asarray(h["full_path_correct"]) if one and key == "full_path_wrong" else 0
-            ax.stairs(counts + base, edges, baseline=base, linestyle=ls, color=color, fill=one,
-                      alpha=0.5 if one else 1.0,
-                      label=f"{prefix}full path {what} (n={lc[count_key]}, mean {_fmt_ratio(lc[mean_key])})")
-            if lc[mean_key] is not None:
-                ax.axvline(lc[mean_key], linestyle=ls, color=color, linewidth=1)
-            nz = np.flatnonzero(counts)
-            if nz.size:
-                lo, hi = min(lo, edges[nz[0]]), max(hi, edges[nz[-1] + 1])
-    if hi > lo:
-        pad = edges[1] - edges[0]
-        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
-    ax.set_xlabel("learned-path cost to the last exit / full MACs (no budget)")
-    ax.set_ylabel("test images")
-    ax.set_title("per-image cost of the learned gates")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -272,87 +271,3 @@ def num_exits(model: keras.Model) -> int:
     return sum(1 for k in model.output if re.fullmatch(r"exit\d+_logits", k))
 
 
-def copy_weights(src: keras.Model, dst: keras.Model) -> None:
-    """Copies weights between two models of the same architecture (e.g. a cost-unit or budget variant).
-
-    Layers are matched by name; every weighted layer of ``dst`` must exist in ``src``.
-    """
-    for layer in dst.layers:
-        if layer.weights:
-            layer.set_weights(src.get_layer(layer.name).get_weights())
-
-
-def static_from_ddi(ddi: keras.Model, static: keras.Model, cfg: ModelConfig) -> None:
-    """Loads a gated model's weights into the static backbone (gate_type 'none', same exits).
-
-    The G_b per-group convolutions of each block are concatenated along the input channels into one
-    convolution and the full width's batch norm becomes the block's batch norm, so that the static model
-    computes what the gated model (config ``cfg``) computes with every gate forced to full.
-    """
-    for layer in static.layers:
-        if not layer.weights:
-            continue
-        m = re.fullmatch(r"block(\d+)_(conv2|bn2)", layer.name)
-        g = cfg.block_groups(int(m.group(1))) if m else 0
-        if m and m.group(2) == "conv2":
-            parts = [ddi.get_layer(f"block{m.group(1)}_conv2_g{j}").get_weights()[0] for j in range(1, g + 1)]
-            layer.set_weights([np.concatenate(parts, axis=2)])
-        elif m and _has_layer(ddi, f"block{m.group(1)}_bn2_w{g}"):
-            layer.set_weights(ddi.get_layer(f"block{m.group(1)}_bn2_w{g}").get_weights())
-        else:
-            layer.set_weights(ddi.get_layer(layer.name).get_weights())
-
-
-def regrouped_weights(name: str, src: keras.Model, src_cfg: ModelConfig, dst_cfg: ModelConfig) -> list | None:
-    """Layer ``name``'s weights from a model with more channel groups per block, merged to ``dst_cfg``'s groups.
-
-    When block b has G_s groups in ``src_cfg`` and G_d in ``dst_cfg`` (G_d dividing G_s; r = G_s / G_d), the
-    destination's group j is the source's groups (j-1)r+1..jr (their conv2 kernels concatenated along the input
-    channels), its width k is the source's width kr (batch norm ``bn2_w{kr}``) and its gate's logits are the
-    source gate's logits of skip and of those widths. None when ``name`` does not depend on the grouping or
-    block b's groups are the same in both; ValueError when G_d does not divide G_s.
-    """
-    m = re.fullmatch(r"(block|gate)(\d+)_(conv2_g|bn2_w|fc2)(\d*)", name)
-    if m is None:
-        return None
-    b = int(m.group(2))
-    gs, gd = src_cfg.block_groups(b), dst_cfg.block_groups(b)
-    if gs == gd:
-        return None
-    if gs % gd:
-        raise ValueError(f"block {b}: {gs} channel groups cannot be merged into {gd}")
-    r = gs // gd
-    kind, k = m.group(3), int(m.group(4) or 0)
-    if kind == "conv2_g":
-        parts = [src.get_layer(f"block{b}_conv2_g{j}").get_weights()[0] for j in range((k - 1) * r + 1, k * r + 1)]
-        return [np.concatenate(parts, axis=2)]
-    if kind == "bn2_w":
-        return src.get_layer(f"block{b}_bn2_w{k * r}").get_weights()
-    keep = [0] + [j * r for j in range(1, gd + 1)]
-    kernel, bias = src.get_layer(name).get_weights()
-    return [kernel[:, keep], bias[keep]]
-
-
-def gated_from_static(name: str, src: keras.Model, dst_cfg: ModelConfig) -> list | None:
-    """Layer ``name``'s weights for a gated model (config ``dst_cfg``) started from the static backbone ``src``.
-
-    The inverse of ``static_from_ddi``: block b's conv2 kernel is split along its input channels into the
-    G_b group convolutions ``conv2_g{j}``, and every width's batch norm ``bn2_w{k}`` starts as the static
-    ``bn2``. None when ``name`` is not one of those layers (it is copied as it is, when names and shapes match).
-    """
-    m = re.fullmatch(r"block(\d+)_(conv2_g|bn2_w)(\d+)", name)
-    if m is None:
-        return None
-    b, kind, k = int(m.group(1)), m.group(2), int(m.group(3))
-    if kind == "bn2_w":
-        return src.get_layer(f"block{b}_bn2").get_weights()
-    kernel = src.get_layer(f"block{b}_conv2").get_weights()[0]
-    return [np.split(kernel, dst_cfg.block_groups(b), axis=2)[k - 1]]
-
-
-def _has_layer(model: keras.Model, name: str) -> bool:
-    try:
-        model.get_layer(name)
-    except ValueError:
-        return False
-    return True

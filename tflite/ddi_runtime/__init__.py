@@ -3,18 +3,8 @@
 Imports numpy and a TFLite interpreter only, never TensorFlow (unless ``interpreter='tensorflow'``).
 """
 
-from ddi_runtime.scheduler import (
-    BudgetError,
-    ManifestWarning,
-    ModelError,
-    Result,
-    Scheduler,
-    check_budget_value,
-    check_costs,
-    cost_digest,
-    file_sha256,
-    load_manifest,
-)
+from ddi_runtime.manifest import ManifestWarning, ModelError, check_costs, cost_digest, file_sha256, load_manifest
+from ddi_runtime.scheduler import BudgetError, Result, Scheduler, check_budget_value
 
 __all__ = ["BudgetError", "ManifestWarning", "ModelError", "Result", "Scheduler", "check_budget_value", "check_costs",
            "cost_digest", "file_sha256", "load_manifest"]

@@ -18,7 +18,8 @@ import numpy as np
 
 from ddi_runtime.data import load_npz
 from ddi_runtime.interpreters import DELEGATES, RuntimeSetupError
-from ddi_runtime.scheduler import BudgetError, ModelError, Scheduler, check_budget_value
+from ddi_runtime.manifest import ModelError
+from ddi_runtime.scheduler import BudgetError, Scheduler, check_budget_value
 
 
 def _budget_value(text: str) -> float:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ddi_runtime.scheduler import ModelError
+from ddi_runtime.manifest import ModelError
 
 
 def check_labels(y: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
