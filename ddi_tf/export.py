@@ -10,6 +10,7 @@ import json
 import os
 
 import ddi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from ddi_tf.core import rundir
 from ddi_tf.deploy.export import ExportError, export, export_summary, load_trained
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
         (x_tr, _), _ = data_lib.split_train_val(data, tcfg.val_size, tcfg.seed)
         mean, std = tcfg.normalization
         thresholds = {}
-        report_path = os.path.join(FLAGS.workdir, "report.json")
+        report_path = rundir.path(FLAGS.workdir, rundir.REPORT)
         if os.path.exists(report_path):
             with open(report_path) as f:
                 rep = json.load(f)

@@ -14,6 +14,7 @@ from absl import app, logging
 
 import ddi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from ddi_tf import flags as ddi_flags
+from ddi_tf.core import rundir
 
 ddi_flags.define_flags()
 FLAGS = ddi_flags.FLAGS
@@ -37,9 +38,9 @@ def main(argv: list[str]) -> None:
         train_cfg = ddi_flags.train_config_from_flags()
         os.makedirs(workdir, exist_ok=True)
         logging.info("work directory: %s", workdir)
-        with open(os.path.join(workdir, "flags.txt"), "w") as f:
+        with open(rundir.path(workdir, rundir.FLAGFILE), "w") as f:
             f.write(FLAGS.flags_into_string())
-        handler = pylogging.FileHandler(os.path.join(workdir, "train.log"))
+        handler = pylogging.FileHandler(rundir.path(workdir, rundir.LOG))
         handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.get_absl_logger().addHandler(handler)
         report = trainer.train_and_evaluate(model_cfg, train_cfg, workdir)

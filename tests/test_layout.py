@@ -81,3 +81,15 @@ def test_the_board_package_never_imports_ddi_tf():
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ddi_tf"]
     assert list(runtime.rglob("*.py")) and not offenders, offenders
+
+
+MAX_LINES = 400
+SOURCE_DIRS = ("ddi_tf", "tflite/ddi_runtime", "micro", "benchmarks", "tests")
+
+
+def test_no_python_source_file_passes_the_line_budget():
+    """A file longer than MAX_LINES holds several concerns: split it (see docs/CONTRACTS.md for who owns what)."""
+    root = PACKAGE.parent
+    files = [p for d in SOURCE_DIRS for p in (root / d).rglob("*.py") if "generated" not in p.parts]
+    long = {str(p.relative_to(root)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert len(files) > 50 and not long, long

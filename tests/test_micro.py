@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 MICRO = Path(__file__).resolve().parents[1] / "micro"
 sys.path.insert(0, str(MICRO))
 
-import gen  # noqa: E402
+from ddi_micro import gen  # noqa: E402
 
 
 def _make(*args, check=True):
@@ -206,7 +206,7 @@ def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
     """The C core and ddi_tf.evaluation.policies.simulate_budget (the rule the runtime and the Keras policy follow)
     take the same decisions, spend the same and answer from the same exit, with and without deferred exits."""
     import numpy as np
-    import verify
+    from ddi_micro import verify
 
     from ddi_tf.core.costs import CostTable
     from ddi_tf.evaluation import policies
@@ -254,7 +254,7 @@ def test_c_core_refuses_nan_and_non_positive_budgets(generated):
     import math
 
     import numpy as np
-    import verify
+    from ddi_micro import verify
 
     core = verify.Core(verify.load_lib(), generated[3])
     for value in (math.nan, 0.0, -1.0, -math.inf):

@@ -27,10 +27,9 @@ The Keras policy (``ddi_tf.model.layers.BudgetGuard``), the board runtime and th
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 
+from ddi_runtime.latency import read_latency_pieces
+from ddi_runtime.manifest import ModelError
 from ddi_tf.core.arch import LayerCost, Piece
 
 UNITS = ("macs", "energy", "latency")
@@ -163,13 +162,10 @@ def _latency_costs(pieces: list[Piece], path: str | None) -> list[tuple[float, .
             "latency cost needs a table of measured per-piece latencies; none was given. Export the model "
             "(python -m ddi_tf.export), run `python -m ddi_runtime profile --model_dir=D` on the target "
             "and pass the latency.json it writes (--latency_table=...)")
-    if not os.path.exists(path):
-        raise CostError(f"latency table {path} does not exist")
     try:
-        with open(path) as f:
-            table = json.load(f)["pieces"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CostError(f"latency table {path} is not a valid JSON table with a 'pieces' object: {e}") from e
+        table = read_latency_pieces(path)  # the board package owns the format
+    except ModelError as e:
+        raise CostError(str(e)) from None
     out = []
     for p in pieces:
         entry = table.get(p.name)
@@ -179,11 +175,5 @@ def _latency_costs(pieces: list[Piece], path: str | None) -> list[tuple[float, .
             raise CostError(f"latency table {path} has options {sorted(entry)} for piece {p.name!r}, this model has "
                             f"{p.option_names}: it was measured for another model (other channel groups?); profile "
                             "this model's export")
-        try:
-            vals = tuple(float(entry[o.name]) for o in p.options)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CostError(f"latency table {path}: piece {p.name!r} needs options {p.option_names}: {e}") from e
-        if any(not math.isfinite(v) or v < 0 for v in vals):
-            raise CostError(f"latency table {path}: piece {p.name!r} has invalid latencies {vals}")
-        out.append(vals)
+        out.append(tuple(entry[o.name] for o in p.options))
     return out

@@ -45,7 +45,7 @@ from ddi_tf.deploy.convert import EDGETPU_OPS, convert_multi_signature, convert_
 from ddi_tf.deploy.pieces import ExportError, PieceModel, build_piece_models, calibrate_edges, representative_inputs
 from ddi_tf.quant import qat
 from ddi_tf.quant.int8 import int8_params
-from ddi_tf.training import workdir as rundir
+from ddi_tf.training import workdir as workdir_lib
 
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0, -128  # int8 image = uint8 pixel - 128, exactly
 
@@ -57,8 +57,8 @@ supported operations table); anything else falls back to the CPU."""
 def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
     """The model config, the training config dict and the float model restored from ``workdir``."""
     try:
-        return rundir.load_trained(workdir)
-    except rundir.RunDirError as e:
+        return workdir_lib.load_trained(workdir)
+    except workdir_lib.RunDirError as e:
         raise ExportError(str(e)) from e
 
 

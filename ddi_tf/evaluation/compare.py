@@ -22,6 +22,8 @@ import json
 import os
 from typing import NamedTuple
 
+from ddi_tf.core import rundir
+
 KINDS = ("ddi", "exits_only", "layer_only", "static", "static_small")
 
 
@@ -212,7 +214,7 @@ def _target_cost(rep: dict, path: str | None) -> float | None:
     ``config.json`` next to the report; None when neither has it."""
     train = rep.get("train")
     if not isinstance(train, dict) and path:
-        cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+        cfg_path = rundir.beside(path, rundir.CONFIG)
         if os.path.isfile(cfg_path):
             with open(cfg_path) as f:
                 train = json.load(f).get("train")

@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from ddi_tf.core import rundir
 from ddi_tf.model.layers import CUSTOM_OBJECTS
 from ddi_tf.quant.int8 import exact_range_max
 
@@ -241,9 +242,8 @@ def restore_qat(workdir: str, cfg, float_model: keras.Model) -> keras.Model | No
       cfg: the run's ModelConfig.
       float_model: a float model of the run's config (any weights: the QAT checkpoint holds them all).
     """
-    import os
 
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints_qat"))
+    path = tf.train.latest_checkpoint(rundir.path(workdir, rundir.QAT_CHECKPOINTS))
     if path is None:
         return None
     qat_model = quantize_model(float_model)

@@ -35,6 +35,7 @@ import tf_keras as keras
 from absl import logging
 
 from ddi_tf import data as data_lib
+from ddi_tf.core import rundir
 from ddi_tf.core.arch import build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
@@ -104,8 +105,8 @@ class _Trainer:
         self.ckpt = tf.train.Checkpoint(model=self.model, step=self.step, multiplier=self.multiplier,
                                         finalized=self.finalized, ema=self.ema,
                                         **{f"opt_{s}": o for s, o in self.optimizers.items()})
-        self.manager = tf.train.CheckpointManager(self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+        self.manager = tf.train.CheckpointManager(self.ckpt, rundir.path(workdir, rundir.CHECKPOINTS), max_to_keep=2)
+        self.writer = tf.summary.create_file_writer(rundir.path(workdir, rundir.TENSORBOARD))
         self.qat_model: keras.Model | None = None
         self.qat_manager: tf.train.CheckpointManager | None = None
 
@@ -116,7 +117,7 @@ class _Trainer:
         with self.strategy.scope():
             self.qat_model = qat.quantize_model(self.model)
         ckpt = tf.train.Checkpoint(model=self.qat_model, step=self.step, opt_qat=self.optimizers["qat"])
-        self.qat_manager = tf.train.CheckpointManager(ckpt, os.path.join(self.workdir, "checkpoints_qat"),
+        self.qat_manager = tf.train.CheckpointManager(ckpt, rundir.path(self.workdir, rundir.QAT_CHECKPOINTS),
                                                       max_to_keep=2)
 
     # --- one training step ------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ class _Trainer:
 
         cfg = self.cfg
         restored = self.manager.restore_or_initialize()
-        if cfg.qat_steps and tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints_qat")):
+        if cfg.qat_steps and tf.train.latest_checkpoint(rundir.path(self.workdir, rundir.QAT_CHECKPOINTS)):
             self.build_qat()
             restored = self.qat_manager.restore_or_initialize()
         start = int(self.step.numpy())
@@ -386,7 +387,7 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
                             cfg.target_fractions, cfg.eval_batch_size, latency_table=cfg.latency_table)
     report["class_names"] = list(data.class_names)
     report["train_steps"] = int(trainer.step.numpy())
-    write_json_atomic(os.path.join(workdir, "report.json"), report)
-    plot_report({"": report}, os.path.join(workdir, "report.png"),
+    write_json_atomic(rundir.path(workdir, rundir.REPORT), report)
+    plot_report({"": report}, rundir.path(workdir, rundir.REPORT_PLOT),
                 title=f"{model_cfg.backbone}-{model_cfg.depth} gates={model_cfg.gate_type} G={model_cfg.groups}")
     return report

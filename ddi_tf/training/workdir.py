@@ -11,6 +11,7 @@ import re
 import tensorflow as tf
 import tf_keras as keras
 
+from ddi_tf.core import rundir
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.files import write_json_atomic
 from ddi_tf.model.build import build_model
@@ -46,7 +47,7 @@ GATE_STAGE_KEYS = {"stage2_steps", "stage3_steps", "rl_steps", "gate_lr", "finet
 
 def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     """Writes ``workdir/config.json``, or checks a resumed run's against it (ResumeError on a mismatch)."""
-    path = os.path.join(workdir, "config.json")
+    path = rundir.path(workdir, rundir.CONFIG)
     new = {"version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": _jsonable(dataclasses.asdict(train_cfg))}
     if os.path.exists(path):
         with open(path) as f:
@@ -54,7 +55,7 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
         diffs = []
         if old.get("version") != CONFIG_VERSION:
             diffs.append(f"config version {old.get('version')} != {CONFIG_VERSION}")
-        done = checkpoint_step(os.path.join(workdir, "checkpoints"))
+        done = checkpoint_step(rundir.path(workdir, rundir.CHECKPOINTS))
         within_stage1 = done is not None and done <= old.get("train", {}).get("stage1_steps", -1)
         defaults = {"model": _jsonable(dataclasses.asdict(ModelConfig())),
                     "train": _jsonable(dataclasses.asdict(TrainConfig()))}
@@ -64,7 +65,7 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
                 if section == "train" and k in RESUMABLE_KEYS:
                     continue
                 if section == "train" and k in EXTENDABLE_KEYS and not os.path.isdir(
-                        os.path.join(workdir, "checkpoints_qat")):
+                        rundir.path(workdir, rundir.QAT_CHECKPOINTS)):
                     continue  # a finished float run may be extended with a QAT stage
                 if section == "train" and k in GATE_STAGE_KEYS and within_stage1:
                     continue  # a run still in (or just at the end of) stage 1 may branch into other gate settings
@@ -81,14 +82,14 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
 
 def load_trained(workdir: str) -> tuple[ModelConfig, dict, keras.Model]:
     """The model config, the training config dict and the float model restored from run directory ``workdir``."""
-    cfg_path = os.path.join(workdir, "config.json")
+    cfg_path = rundir.path(workdir, rundir.CONFIG)
     if not os.path.exists(cfg_path):
         raise RunDirError(f"{workdir} is not a training work directory (no config.json); train first with "
                           "python -m ddi_tf.train --workdir=...")
     with open(cfg_path) as f:
         conf = json.load(f)
     cfg = ModelConfig.from_dict(conf["model"])
-    ckpt_path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    ckpt_path = tf.train.latest_checkpoint(rundir.path(workdir, rundir.CHECKPOINTS))
     if ckpt_path is None:
         raise RunDirError(f"{workdir} has no trained checkpoint under checkpoints/; train it first")
     model = build_model(cfg)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ddi_runtime.data import load_npz
 from ddi_runtime.interpreters import DELEGATES, RuntimeSetupError
+from ddi_runtime.latency import write_latency_table
 from ddi_runtime.manifest import ModelError
 from ddi_runtime.scheduler import BudgetError, Scheduler, check_budget_value
 
@@ -131,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "profile":
             table = sched.profile(args.repeats)
             path = args.out or os.path.join(args.model_dir, "latency.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(table, f, indent=2)
-            os.replace(tmp, path)
+            write_latency_table(path, table)
             print(f"wrote {path}")
             return 0
         kind, budget = _budget(args)
