@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Every CPU model side by side (whatever seeds exist): docs/results/tradeoff_cpu.{json,md,png}.
 #   bash benchmarks/compare_tradeoff.sh [runs_dir]
+# A seed-0 run whose directory is not in runs_dir is taken from its committed report, docs/results/report_<run>.json
+# (its config.json is not committed, so its target column shows "-").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
-seeds() { local out=""; for d in "$RUNS/$1" "$RUNS/$1"_s*; do [ -f "$d/report.json" ] && out="$out+$d/report.json"; done
+seeds() { local out=""
+          [ ! -f "$RUNS/$1/report.json" ] && [ -f "docs/results/report_$1.json" ] && out="+docs/results/report_$1.json"
+          for d in "$RUNS/$1" "$RUNS/$1"_s*; do [ -f "$d/report.json" ] && out="$out+$d/report.json"; done
           echo "${out#+}"; }
 items=""
 for pair in "DDI=cifar_cpu" "DDI target 0.3=cifar_cpu_t030" "DDI target 0.7=cifar_cpu_t070" \
-            "DDI target 0.3 dual step 0.1=cifar_cpu_t030_dl01" "DDI target 0.7 dual step 0.1=cifar_cpu_t070_dl01" \
+            "DDI target 0.3 dual step 0.1=cifar_cpu_t030_dl01" "DDI target 0.5 dual step 0.1=cifar_cpu_t050_dl01" \
+            "DDI target 0.7 dual step 0.1=cifar_cpu_t070_dl01" \
             "static ResNet-20=cifar_cpu_backbone" "exits-only=cifar_cpu_exits" "layer-only=cifar_cpu_layer" "static ResNet-8=cifar_cpu_resnet8"; do
   s=$(seeds "${pair#*=}"); [ -n "$s" ] && items="$items,${pair%%=*}=$s"
 done

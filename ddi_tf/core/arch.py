@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ddi_tf.core import names
 from ddi_tf.core.config import ModelConfig
 
 
@@ -107,26 +108,27 @@ def _pool(name: str, hw_in: int, hw_out: int, c: int) -> LayerCost:
 
 def _gate_layers(cfg: ModelConfig, b: int, hw: int, c: int) -> tuple[LayerCost, ...]:
     n_opt = cfg.block_groups(b) + 1
-    pool = _pool(f"gate{b}_pool", hw, 1, c)
+    pool = _pool(names.gate(b, "pool"), hw, 1, c)
     if cfg.gate_type == "ff":
-        return (pool, _dense(f"gate{b}_fc1", c, cfg.gate_hidden), _dense(f"gate{b}_fc2", cfg.gate_hidden, n_opt))
+        return (pool, _dense(names.gate(b, "fc1"), c, cfg.gate_hidden),
+                _dense(names.gate(b, "fc2"), cfg.gate_hidden, n_opt))
     h, p = cfg.gate_hidden, cfg.gate_proj
-    return (pool, _dense(f"gate{b}_proj", c, p), _dense("gate_lstm", p + h, 4 * h),
-            _eltwise(f"gate{b}_lstm_cell", 2 * h, inputs=5), _dense("gate_out", h, n_opt))
+    return (pool, _dense(names.gate(b, "proj"), c, p), _dense("gate_lstm", p + h, 4 * h),
+            _eltwise(names.gate(b, "lstm_cell"), 2 * h, inputs=5), _dense("gate_out", h, n_opt))
 
 
 def _exit_layers(cfg: ModelConfig, j: int, hw: int, c: int, final: bool, preact: bool) -> tuple[LayerCost, ...]:
     layers: list[LayerCost] = []
     if preact:  # DenseNet features are not normalised: BN + ReLU first (not foldable into what follows)
-        layers.append(_eltwise(f"exit{j}_bn_relu", hw * hw * c))
+        layers.append(_eltwise(names.exit(j, "bn_relu"), hw * hw * c))
     if final:
-        return (*layers, _pool(f"exit{j}_gap", hw, 1, c), _dense(f"exit{j}_fc", c, cfg.num_classes))
+        return (*layers, _pool(names.exit(j, "gap"), hw, 1, c), _dense(names.exit(j, "fc"), c, cfg.num_classes))
     hw2 = hw // 2 if hw > 4 else hw
     if hw2 != hw:
-        layers.append(_pool(f"exit{j}_pool", hw, hw2, c))
+        layers.append(_pool(names.exit(j, "pool"), hw, hw2, c))
     e = cfg.exit_width
-    layers += [_conv(f"exit{j}_conv", hw2, 1, c, e, hw2), _pool(f"exit{j}_gap", hw2, 1, e),
-               _dense(f"exit{j}_fc", e, cfg.num_classes)]
+    layers += [_conv(names.exit(j, "conv"), hw2, 1, c, e, hw2), _pool(names.exit(j, "gap"), hw2, 1, e),
+               _dense(names.exit(j, "fc"), e, cfg.num_classes)]
     return tuple(layers)
 
 
@@ -139,12 +141,12 @@ def build_pieces(cfg: ModelConfig) -> list[Piece]:
 
 def _add_gate(pieces: list[Piece], cfg: ModelConfig, b: int, hw: int, c: int) -> None:
     if cfg.gated:
-        pieces.append(Piece(f"gate{b}", "gate", (Option("run", _gate_layers(cfg, b, hw, c)),), b,
+        pieces.append(Piece(names.gate(b), "gate", (Option("run", _gate_layers(cfg, b, hw, c)),), b,
                             (hw, hw, c), (1, 1, cfg.block_groups(b) + 1)))
 
 
 def _add_exit(pieces: list[Piece], cfg: ModelConfig, j: int, hw: int, c: int, final: bool, preact: bool) -> None:
-    pieces.append(Piece(f"exit{j}", "exit", (Option("run", _exit_layers(cfg, j, hw, c, final, preact)),), j,
+    pieces.append(Piece(names.exit(j), "exit", (Option("run", _exit_layers(cfg, j, hw, c, final, preact)),), j,
                         (hw, hw, c), (1, 1, cfg.num_classes)))
 
 
@@ -158,7 +160,7 @@ def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
             stride = 2 if (stage > 0 and i == 0) else 1
             hw_out = hw // stride
             project = stride != 1 or cin != width
-            shortcut = (_conv(f"block{b}_proj", hw_out, 1, cin, width, hw),) if project else ()
+            shortcut = (_conv(names.block(b, "proj"), hw_out, 1, cin, width, hw),) if project else ()
             _add_gate(pieces, cfg, b, hw, cin)
             options = []
             if cfg.gated:
@@ -167,11 +169,11 @@ def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
             for k in range(1, ng + 1) if cfg.gated else (1,):
                 c = width * k // ng
                 options.append(Option(
-                    f"w{k}" if cfg.gated else "full",
-                    (_conv(f"block{b}_conv1", hw_out, 3, cin, c, hw),
-                     _conv(f"block{b}_conv2", hw_out, 3, c, width, hw_out),
-                     *shortcut, _eltwise(f"block{b}_add", hw_out * hw_out * width, inputs=2))))
-            pieces.append(Piece(f"block{b}", "block", tuple(options), b, (hw, hw, cin), (hw_out, hw_out, width)))
+                    names.width(k) if cfg.gated else "full",
+                    (_conv(names.block(b, "conv1"), hw_out, 3, cin, c, hw),
+                     _conv(names.block(b, "conv2"), hw_out, 3, c, width, hw_out),
+                     *shortcut, _eltwise(names.block(b, "add"), hw_out * hw_out * width, inputs=2))))
+            pieces.append(Piece(names.block(b), "block", tuple(options), b, (hw, hw, cin), (hw_out, hw_out, width)))
             hw, cin, b = hw_out, width, b + 1
             if b in exits:
                 _add_exit(pieces, cfg, j, hw, cin, final=b == cfg.num_blocks, preact=False)
@@ -190,28 +192,28 @@ def _densenet_pieces(cfg: ModelConfig) -> list[Piece]:
     for stage in range(3):
         for _ in range(cfg.blocks_per_stage):
             _add_gate(pieces, cfg, b, hw, c)
-            concat = _eltwise(f"block{b}_concat", hw * hw * (c + g))
+            concat = _eltwise(names.block(b, "concat"), hw * hw * (c + g))
             options = []
             if cfg.gated:
-                options.append(Option("skip", (_eltwise(f"block{b}_zeros", hw * hw * g, inputs=0), concat)))
+                options.append(Option("skip", (_eltwise(names.block(b, "zeros"), hw * hw * g, inputs=0), concat)))
             ng = cfg.block_groups(b) if cfg.gated else 1
             for k in range(1, ng + 1) if cfg.gated else (1,):
                 w = bottleneck * k // ng
                 options.append(Option(
-                    f"w{k}" if cfg.gated else "full",
-                    (_eltwise(f"block{b}_bn1_relu", hw * hw * c), _conv(f"block{b}_conv1", hw, 1, c, w, hw),
-                     _conv(f"block{b}_conv2", hw, 3, w, g, hw, bias=False), concat)))
-            pieces.append(Piece(f"block{b}", "block", tuple(options), b, (hw, hw, c), (hw, hw, c + g)))
+                    names.width(k) if cfg.gated else "full",
+                    (_eltwise(names.block(b, "bn1_relu"), hw * hw * c), _conv(names.block(b, "conv1"), hw, 1, c, w, hw),
+                     _conv(names.block(b, "conv2"), hw, 3, w, g, hw, bias=False), concat)))
+            pieces.append(Piece(names.block(b), "block", tuple(options), b, (hw, hw, c), (hw, hw, c + g)))
             c, b = c + g, b + 1
             if b in exits:
                 _add_exit(pieces, cfg, j, hw, c, final=b == cfg.num_blocks, preact=True)
                 j += 1
         if stage < 2:
             cout = int(c * cfg.compression)
-            t = (_eltwise(f"transition{stage}_bn_relu", hw * hw * c),
-                 _conv(f"transition{stage}_conv", hw, 1, c, cout, hw, bias=False),
-                 _pool(f"transition{stage}_pool", hw, hw // 2, cout))
-            pieces.append(Piece(f"transition{stage}", "fixed", (Option("run", t),), stage, (hw, hw, c),
+            t = (_eltwise(names.transition(stage, "bn_relu"), hw * hw * c),
+                 _conv(names.transition(stage, "conv"), hw, 1, c, cout, hw, bias=False),
+                 _pool(names.transition(stage, "pool"), hw, hw // 2, cout))
+            pieces.append(Piece(names.transition(stage), "fixed", (Option("run", t),), stage, (hw, hw, c),
                                 (hw // 2, hw // 2, cout)))
             hw, c = hw // 2, cout
     return pieces

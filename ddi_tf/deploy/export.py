@@ -38,6 +38,7 @@ from absl import logging
 
 from ddi_runtime import cost_digest, file_sha256
 from ddi_runtime.manifest import MANIFEST_VERSION
+from ddi_tf.core import names
 from ddi_tf.core.arch import Piece, build_pieces, full_macs
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
@@ -80,7 +81,7 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
     inner = None if qat_model is None else qat.activation_ranges(qat_model)
     ranges, edges = calibrate_edges(cfg, model, images, mean, std)
     if inner is not None:
-        ranges.update({edge: inner[names[0]] for edge, names in qat.edge_groups(cfg).items()})
+        ranges.update({edge: inner[members[0]] for edge, members in qat.edge_groups(cfg).items()})
     pms = build_piece_models(cfg, model, ranges, mean, std, inner)
     pieces = build_pieces(cfg)
     macs = cost_table(pieces, "macs")
@@ -134,7 +135,7 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
     for i, p in enumerate(pieces):
         options = []
         for k, o in enumerate(p.options):
-            key = f"{p.name}__{o.name}"
+            key = names.option_key(p.name, o.name)
             pm = by_key[key]
             entry = {"name": o.name, "macs": macs.costs[i][k], "energy_uj": energy.costs[i][k],
                      "identity": pm.model is None, "input_edge": pm.in_edge, "output_edge": pm.out_edge}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ddi_tf.core import names
+
 
 def _scheduler(model_dir: str):
     try:
@@ -44,9 +46,9 @@ def compare(model, cfg, model_dir: str, images: np.ndarray, mean, std, batch_siz
     for s in range(0, len(images), batch_size):
         x = normalize(images[s:s + batch_size], mean, std)
         out = {k: v.numpy() for k, v in fn(x).items()}
-        k_dec.append(np.stack([out[f"block{b}_decision"].argmax(-1) for b in range(cfg.num_blocks)], 1)
+        k_dec.append(np.stack([out[names.decision(b)].argmax(-1) for b in range(cfg.num_blocks)], 1)
                      if cfg.gated else np.zeros((len(x), 0), int))
-        k_exit.append(np.stack([out[f"exit{j}_logits"].argmax(-1) for j in range(len(cfg.exit_positions))], 1))
+        k_exit.append(np.stack([out[names.exit_logits(j)].argmax(-1) for j in range(len(cfg.exit_positions))], 1))
     k_dec, k_exit = np.concatenate(k_dec), np.concatenate(k_exit)
     sched = _scheduler(model_dir)
     t_dec, t_exit = [], []
@@ -77,13 +79,13 @@ def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, ba
     from ddi_tf.data import normalize
     from ddi_tf.model.build import set_gate_mode
 
-    names = ["stem_relu"] + [f"block{b}_relu2" for b in range(cfg.num_blocks)]
+    tensors = ["stem_relu"] + [names.block(b, "relu2") for b in range(cfg.num_blocks)]
     layer_names = {layer.name for layer in model.layers}
-    outputs = [model.get_layer(n if n in layer_names else f"quant_{n}").output for n in names]
+    outputs = [model.get_layer(n if n in layer_names else f"quant_{n}").output for n in tensors]
     if cfg.gated:
         set_gate_mode(model, "full")
     sub = keras.Model(model.input, outputs)
-    ref: list[list[np.ndarray]] = [[] for _ in names]
+    ref: list[list[np.ndarray]] = [[] for _ in tensors]
     for s in range(0, len(images), batch_size):
         for i, v in enumerate(sub(normalize(images[s:s + batch_size], mean, std), training=False)):
             ref[i].append(v.numpy())
@@ -92,7 +94,7 @@ def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, ba
     sched = _scheduler(model_dir)
     pieces = {p["name"]: p for p in sched.manifest["pieces"]}
     steps = [("stem", pieces["stem"]["options"][0])] + [
-        (f"block{b}", pieces[f"block{b}"]["options"][-1]) for b in range(cfg.num_blocks)]
+        (names.block(b), pieces[names.block(b)]["options"][-1]) for b in range(cfg.num_blocks)]
     int8: list[list[np.ndarray]] = [[] for _ in steps]
     for img in images:
         x = (np.asarray(img, np.uint8) ^ np.uint8(128)).view(np.int8)[None]
@@ -107,7 +109,7 @@ def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, ba
         q = option["output"]
         grid = np.round(np.concatenate(ref[i]).astype(np.float64) / q["scale"]) + q["zero_point"]
         d = np.abs(np.concatenate(int8[i]).astype(np.int64) - grid)
-        rows.append({"tensor": names[i], "equal": float((d == 0).mean()), "one_step": float((d == 1).mean()),
+        rows.append({"tensor": tensors[i], "equal": float((d == 0).mean()), "one_step": float((d == 1).mean()),
                      "more": float((d > 1).mean())})
     return rows
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from ddi_tf.core import names
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.data import normalize
 from ddi_tf.model.build import BN_EPSILON, set_gate_mode
@@ -90,7 +91,7 @@ class PieceModel:
     @property
     def key(self) -> str:
         """Signature key / file stem."""
-        return f"{self.piece}__{self.option}"
+        return names.option_key(self.piece, self.option)
 
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
@@ -139,44 +140,44 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
         for i in range(cfg.blocks_per_stage):
             stride = 2 if (stage > 0 and i == 0) else 1
             in_stage = 0 if b == 0 else (b - 1) // cfg.blocks_per_stage
-            in_edge, out_edge = f"stage{in_stage}", f"stage{stage}"
-            feeds = "stem_relu" if b == 0 else f"block{b - 1}_relu2"
+            in_edge, out_edge = names.edge(in_stage), names.edge(stage)
+            feeds = "stem_relu" if b == 0 else names.block(b - 1, "relu2")
             hw = 32 >> in_stage
             shape = (hw, hw, cin)
             if cfg.gated:
                 x, h = inp(in_edge, shape)
-                h = fq(_global_pool(h), f"gate{b}_pool")
-                h = fq(keras.layers.ReLU()(_dense(h, model, f"gate{b}_fc1")), f"gate{b}_fc1")
-                out.append(PieceModel(f"gate{b}", "run", keras.Model(x, fq(_dense(h, model, f"gate{b}_fc2"),
-                                                                           f"gate{b}_fc2")),
+                h = fq(_global_pool(h), names.gate(b, "pool"))
+                h = fq(keras.layers.ReLU()(_dense(h, model, names.gate(b, "fc1"))), names.gate(b, "fc1"))
+                out.append(PieceModel(names.gate(b), "run", keras.Model(x, fq(_dense(h, model, names.gate(b, "fc2")),
+                                                                           names.gate(b, "fc2"))),
                                       in_edge, None, feeds))
             project = stride != 1 or cin != width
             g = cfg.block_groups(b) if cfg.gated else 1
             options = range(0, g + 1) if cfg.gated else [1]
             for k in options:
-                name = ("skip" if k == 0 else f"w{k}") if cfg.gated else "full"
+                name = ("skip" if k == 0 else names.width(k)) if cfg.gated else "full"
                 if k == 0 and not project:
-                    out.append(PieceModel(f"block{b}", name, None, in_edge, out_edge, feeds))
+                    out.append(PieceModel(names.block(b), name, None, in_edge, out_edge, feeds))
                     continue
                 x, h = inp(in_edge, shape)
-                shortcut = (fq(_conv(h, *_fold(model, f"block{b}_proj", f"block{b}_proj_bn"), stride),
-                               f"block{b}_proj_bn") if project else h)
+                shortcut = (fq(_conv(h, *_fold(model, names.block(b, "proj"), names.block(b, "proj_bn")), stride),
+                               names.block(b, "proj_bn")) if project else h)
                 if k == 0:
                     y = keras.layers.ReLU()(shortcut)
                 else:
                     c = width * k // g
-                    h1 = fq(keras.layers.ReLU()(_conv(h, *_fold(model, f"block{b}_conv1", f"block{b}_bn1",
-                                                                      slice(0, c)), stride)), f"block{b}_relu1")
+                    h1 = fq(keras.layers.ReLU()(_conv(h, *_fold(model, names.block(b, "conv1"), names.block(b, "bn1"),
+                                                                      slice(0, c)), stride)), names.block(b, "relu1"))
                     if cfg.gated:
-                        k2 = np.concatenate([model.get_layer(f"block{b}_conv2_g{j}").get_weights()[0]
+                        k2 = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
                                              for j in range(1, k + 1)], axis=2)
-                        w2, b2 = _fold(model, "", f"block{b}_bn2_w{k}", kernel=k2)
-                        bn2 = f"block{b}_bn2_w{k}"
+                        w2, b2 = _fold(model, "", names.width_bn(b, k), kernel=k2)
+                        bn2 = names.width_bn(b, k)
                     else:
-                        w2, b2 = _fold(model, f"block{b}_conv2", f"block{b}_bn2")
-                        bn2 = f"block{b}_bn2"
+                        w2, b2 = _fold(model, names.block(b, "conv2"), names.block(b, "bn2"))
+                        bn2 = names.block(b, "bn2")
                     y = keras.layers.ReLU()(keras.layers.Add()([shortcut, fq(_conv(h1, w2, b2), bn2)]))
-                out.append(PieceModel(f"block{b}", name, keras.Model(x, FixedRange(*ranges[out_edge],
+                out.append(PieceModel(names.block(b), name, keras.Model(x, FixedRange(*ranges[out_edge],
                                                                                   name="out_range")(y)),
                                       in_edge, out_edge, feeds))
             cin, b = width, b + 1
@@ -187,12 +188,12 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
                 if b != cfg.num_blocks:
                     if hw_out > 4:
                         h = keras.layers.AveragePooling2D(2)(h)
-                    h = fq(keras.layers.ReLU()(_conv(h, *_fold(model, f"exit{j}_conv", f"exit{j}_conv_bn"))),
-                           f"exit{j}_conv_relu")
-                h = fq(_global_pool(h), f"exit{j}_gap")
-                out.append(PieceModel(f"exit{j}", "run", keras.Model(x, fq(_dense(h, model, f"exit{j}_fc"),
-                                                                           f"exit{j}_fc")),
-                                      out_edge, None, f"block{b - 1}_relu2"))
+                    folded = _fold(model, names.exit(j, "conv"), names.exit(j, "conv_bn"))
+                    h = fq(keras.layers.ReLU()(_conv(h, *folded)), names.exit(j, "conv_relu"))
+                h = fq(_global_pool(h), names.exit(j, "gap"))
+                out.append(PieceModel(names.exit(j), "run", keras.Model(x, fq(_dense(h, model, names.exit(j, "fc")),
+                                                                           names.exit(j, "fc"))),
+                                      out_edge, None, names.block(b - 1, "relu2")))
                 exit_index += 1
     return out
 
@@ -206,22 +207,22 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
     learned and random-option paths, so that any option's output fits; the representative inputs of each
     piece come from all three paths too (under a budget, any path may run).
     """
-    names = ["stem_relu"] + [f"block{b}_relu2" for b in range(cfg.num_blocks)]
-    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    layer_names = ["stem_relu"] + [names.block(b, "relu2") for b in range(cfg.num_blocks)]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in layer_names])
     maxima = np.zeros(3)
-    samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    samples: dict[str, list[np.ndarray]] = {n: [] for n in layer_names}
     modes = [("full", 0.0), ("learned", 0.0), ("random", 1.0)] if cfg.gated else [("full", 0.0)]
     for mode, p in modes:
         set_gate_mode(model, mode, p)
         fn = tf.function(lambda x: probe(x, training=False))
         for s in range(0, len(images), batch_size):
             feats = fn(normalize(images[s:s + batch_size], mean, std))
-            for n, f in zip(names, feats, strict=True):
-                stage = 0 if n == "stem_relu" else int(n[5:-6]) // cfg.blocks_per_stage
+            for n, f in zip(layer_names, feats, strict=True):
+                stage = 0 if n == "stem_relu" else names.index_of(n) // cfg.blocks_per_stage
                 maxima[stage] = max(maxima[stage], float(np.max(f)))
                 samples[n].append(f.numpy())
     set_gate_mode(model, "learned")
-    ranges = {"image": (0.0, 255.0), **{f"stage{s}": (0.0, exact_range_max(maxima[s])) for s in range(3)}}
+    ranges = {"image": (0.0, 255.0), **{names.edge(s): (0.0, exact_range_max(maxima[s])) for s in range(3)}}
     return ranges, {n: np.concatenate(v) for n, v in samples.items()}
 
 

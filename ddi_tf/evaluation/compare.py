@@ -22,7 +22,7 @@ import json
 import os
 from typing import NamedTuple
 
-from ddi_tf.core import rundir
+from ddi_tf.core import names, rundir
 
 KINDS = ("ddi", "exits_only", "layer_only", "static", "static_small")
 
@@ -43,9 +43,10 @@ def markdown(reports: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for label, rep in reports.items():
         for r in rep.get("exits_all_full", []):
-            lines.append(_fmt_row(label, "exit, gates full", f"exit{r['exit']} (after block {r['position']})", r, ref))
+            setting = f"{names.exit(r['exit'])} (after block {r['position']})"
+            lines.append(_fmt_row(label, "exit, gates full", setting, r, ref))
         for r in rep.get("exits_learned_gates", []):
-            lines.append(_fmt_row(label, "exit, learned gates", f"exit{r['exit']}", r, ref))
+            lines.append(_fmt_row(label, "exit, learned gates", names.exit(r['exit']), r, ref))
         for r in rep.get("anytime", []):
             lines.append(_fmt_row(label, "anytime budget (gates full)", f"budget {r['budget_fraction']:.2f}", r, ref))
         for r in rep.get("budget_deferred", []):

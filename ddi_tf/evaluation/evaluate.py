@@ -14,6 +14,7 @@ import tf_keras as keras
 from absl import logging
 
 from ddi_runtime import file_sha256
+from ddi_tf.core import names
 from ddi_tf.core.arch import backbone_macs, build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import CostTable, cost_table
@@ -34,7 +35,7 @@ def exit_costs(table: CostTable, decisions: dict[str, np.ndarray], n: int) -> np
     for name, kind, costs in zip(table.names, table.kinds, table.costs, strict=True):
         c = np.asarray(costs, dtype=np.float64)
         if kind == "block":
-            d = decisions.get(f"{name}_decision")
+            d = decisions.get(names.decision(names.index_of(name)))
             total = total + (np.asarray(d, dtype=np.float64) @ c if d is not None else c[-1])
         else:
             total = total + c[-1]
@@ -61,13 +62,14 @@ class Predictor:
         set_gate_mode(self.model, mode)
         if mode not in self._fns:
             model = self.model
+            kept = {k for k in model.output if (p := names.parse(k)) and p[0] == "exit"}
+            kept |= {*names.decision_keys(model.output), "total_cost"}
 
             @tf.function
             def fn(images, budgets):
                 inputs = {"image": images, "budget": budgets} if self.budget_input else images
                 out = model(inputs, training=False)
-                return {k: v for k, v in out.items()
-                        if k.startswith("exit") or k.endswith("_decision") or k == "total_cost"}
+                return {k: v for k, v in out.items() if k in kept}
 
             self._fns[mode] = fn
         fn = self._fns[mode]
@@ -176,8 +178,8 @@ def evaluate_model(cfg: ModelConfig, model: keras.Model, val: tuple[np.ndarray, 
             rows.append(_row(policies.evaluate(outs, t), exit=j, position=exit_pos[j]))
         report["exits_all_full" if mode == "full" else "exits_learned_gates"] = rows
         if mode == "learned":
-            report["gate_usage"] = {k.replace("_decision", ""): [float(f) for f in v.mean(axis=0)]
-                                    for k, v in sorted(outs.decisions.items(), key=lambda kv: int(kv[0][5:-9]))}
+            usage = {k: outs.decisions[k].mean(axis=0) for k in names.decision_keys(outs.decisions)}
+            report["gate_usage"] = {names.block(names.index_of(k)): [float(f) for f in v] for k, v in usage.items()}
     logging.info("exits (all full): %s", [round(r["accuracy"], 4) for r in report["exits_all_full"]])
     # an ungated model runs one path: no learned cost
     report["learned_cost"] = learned_cost(test_outs["learned"], test_outs["full"], full) if gated else None

@@ -15,6 +15,8 @@ import dataclasses
 
 import numpy as np
 
+from ddi_tf.core import names
+
 
 @dataclasses.dataclass
 class ExitOutputs:
@@ -47,12 +49,12 @@ class ExitOutputs:
     @classmethod
     def from_model_outputs(cls, out: dict[str, np.ndarray], labels: np.ndarray) -> ExitOutputs:
         """Builds the arrays from a ``build_model`` output dict (numpy, concatenated over the data set)."""
-        e = sum(1 for k in out if k.startswith("exit") and k.endswith("_logits"))
-        logits = np.stack([out[f"exit{j}_logits"] for j in range(e)], axis=1).astype(np.float64)
+        e = names.exit_count(out)
+        logits = np.stack([out[names.exit_logits(j)] for j in range(e)], axis=1).astype(np.float64)
         z = logits - logits.max(axis=-1, keepdims=True)
         p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-        cost = np.stack([out[f"exit{j}_cost"] for j in range(e)], axis=1).astype(np.float64)
-        reached = np.stack([out[f"exit{j}_reached"] for j in range(e)], axis=1) > 0.5
+        cost = np.stack([out[names.exit_cost(j)] for j in range(e)], axis=1).astype(np.float64)
+        reached = np.stack([out[names.exit(j, "reached")] for j in range(e)], axis=1) > 0.5
         if "total_cost" in out:
             # deferred exits (budget-only policies): the last exit a sample reached answers it, and it is charged
             # what the sample spent in all (a kept exit is charged only if it answers)
@@ -61,7 +63,7 @@ class ExitOutputs:
             cost[rows, last] = np.asarray(out["total_cost"], np.float64)[rows]
         return cls(probs_max=p.max(axis=-1), pred=logits.argmax(axis=-1), cost=cost, reached=reached,
                    labels=np.asarray(labels),
-                   decisions={k: v for k, v in out.items() if k.endswith("_decision")})
+                   decisions={k: out[k] for k in names.decision_keys(out)})
 
 
 def check_budget(budget: float) -> float:

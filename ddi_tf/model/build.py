@@ -17,11 +17,10 @@ and run only the chosen width.
 
 from __future__ import annotations
 
-import re
-
 import tensorflow as tf
 import tf_keras as keras
 
+from ddi_tf.core import names
 from ddi_tf.core.arch import build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import CostTable, cost_table
@@ -93,11 +92,11 @@ class _Builder:
         """Runs gate b on the block input x; returns the (budget-checked) one-hot decision."""
         cfg = self.cfg
         n = cfg.block_groups(b) + 1
-        self.guard(f"gate{b}")
-        pooled = keras.layers.GlobalAveragePooling2D(name=f"gate{b}_pool")(x)
+        self.guard(names.gate(b))
+        pooled = keras.layers.GlobalAveragePooling2D(name=names.gate(b, "pool"))(x)
         if cfg.gate_type == "ff":
-            h = self.dense(pooled, cfg.gate_hidden, f"gate{b}_fc1", activation="relu")
-            logits = self.dense(h, n, f"gate{b}_fc2", bias_initializer=_full_option_bias(n, cfg.gate_init_full))
+            h = self.dense(pooled, cfg.gate_hidden, names.gate(b, "fc1"), activation="relu")
+            logits = self.dense(h, n, names.gate(b, "fc2"), bias_initializer=_full_option_bias(n, cfg.gate_init_full))
         else:
             if self.rnn_state is None:
                 zeros = BatchZeros(cfg.gate_hidden, name="gate_state_init")(x)
@@ -106,46 +105,46 @@ class _Builder:
                                                          kernel_regularizer=self.reg)
                 self.shared["out"] = keras.layers.Dense(n, name="gate_out", kernel_regularizer=self.reg,
                                                         bias_initializer=_full_option_bias(n, cfg.gate_init_full))
-            proj = self.dense(pooled, cfg.gate_proj, f"gate{b}_proj", activation="relu")
+            proj = self.dense(pooled, cfg.gate_proj, names.gate(b, "proj"), activation="relu")
             h_prev, c_prev = self.rnn_state
-            z = self.shared["lstm"](keras.layers.Concatenate(name=f"gate{b}_concat")([proj, h_prev]))
-            h, c = LSTMCellOps(cfg.gate_hidden, name=f"gate{b}_cell")([z, c_prev])
+            z = self.shared["lstm"](keras.layers.Concatenate(name=names.gate(b, "concat"))([proj, h_prev]))
+            h, c = LSTMCellOps(cfg.gate_hidden, name=names.gate(b, "cell"))([z, c_prev])
             self.rnn_state = [h, c]
             logits = self.shared["out"](h)
-        onehot, probs = GateDecision(n, cfg.estimator, cfg.temperature, name=f"gate{b}_decision")(logits)
-        onehot = self.guard(f"block{b}", onehot)
-        self.outputs[f"block{b}_decision"] = onehot
-        self.outputs[f"block{b}_probs"] = probs
+        onehot, probs = GateDecision(n, cfg.estimator, cfg.temperature, name=names.gate(b, "decision"))(logits)
+        onehot = self.guard(names.block(b), onehot)
+        self.outputs[names.decision(b)] = onehot
+        self.outputs[names.probs(b)] = probs
         return onehot
 
     # --- partial sums over channel groups ------------------------------------------------------------------
     def grouped_conv(self, h, b: int, filters: int, kernel: int):
         """conv(h[..., :k*C/G_b]) for every k, from G_b convolutions over the groups and a running sum."""
-        parts = ChannelGroups(self.cfg.block_groups(b), name=f"block{b}_groups")(h)
-        partial = [self.conv(p, filters, kernel, f"block{b}_conv2_g{j + 1}", fan_in_share=len(parts))
+        parts = ChannelGroups(self.cfg.block_groups(b), name=names.block(b, "groups"))(h)
+        partial = [self.conv(p, filters, kernel, names.group_conv(b, j + 1), fan_in_share=len(parts))
                    for j, p in enumerate(parts)]
         sums = [partial[0]]
         for j in range(1, len(partial)):
-            sums.append(keras.layers.Add(name=f"block{b}_sum{j + 1}")([sums[-1], partial[j]]))
+            sums.append(keras.layers.Add(name=names.group_sum(b, j + 1))([sums[-1], partial[j]]))
         return sums
 
     # --- exits ---------------------------------------------------------------------------------------------
     def exit(self, x, final: bool, preact: bool):
         j = self.exit_index
         if preact:
-            x = keras.layers.ReLU(name=f"exit{j}_relu")(self.bn(x, f"exit{j}_bn"))
+            x = keras.layers.ReLU(name=names.exit(j, "relu"))(self.bn(x, names.exit(j, "bn")))
         if not final:
             if x.shape[1] > 4:
-                x = keras.layers.AveragePooling2D(2, name=f"exit{j}_pool")(x)
-            x = self.conv(x, self.cfg.exit_width, 1, f"exit{j}_conv")
-            x = keras.layers.ReLU(name=f"exit{j}_conv_relu")(self.bn(x, f"exit{j}_conv_bn"))
-        x = keras.layers.GlobalAveragePooling2D(name=f"exit{j}_gap")(x)
-        logits = self.dense(x, self.cfg.num_classes, f"exit{j}_fc")
-        self.guard(f"exit{j}")
-        cost, reached = CostState(name=f"exit{j}_state")(self.state)
-        self.outputs[f"exit{j}_logits"] = logits
-        self.outputs[f"exit{j}_cost"] = cost
-        self.outputs[f"exit{j}_reached"] = reached
+                x = keras.layers.AveragePooling2D(2, name=names.exit(j, "pool"))(x)
+            x = self.conv(x, self.cfg.exit_width, 1, names.exit(j, "conv"))
+            x = keras.layers.ReLU(name=names.exit(j, "conv_relu"))(self.bn(x, names.exit(j, "conv_bn")))
+        x = keras.layers.GlobalAveragePooling2D(name=names.exit(j, "gap"))(x)
+        logits = self.dense(x, self.cfg.num_classes, names.exit(j, "fc"))
+        self.guard(names.exit(j))
+        cost, reached = CostState(name=names.exit(j, "state"))(self.state)
+        self.outputs[names.exit_logits(j)] = logits
+        self.outputs[names.exit_cost(j)] = cost
+        self.outputs[names.exit(j, "reached")] = reached
         self.exit_index += 1
 
     # --- backbones -----------------------------------------------------------------------------------------
@@ -159,21 +158,22 @@ class _Builder:
                 stride = 2 if (stage > 0 and i == 0) else 1
                 onehot = self.gate(b, x) if cfg.gated else None
                 if not cfg.gated:
-                    self.guard(f"block{b}")
-                h = self.conv(x, width, 3, f"block{b}_conv1", stride)
-                h = keras.layers.ReLU(name=f"block{b}_relu1")(self.bn(h, f"block{b}_bn1"))
+                    self.guard(names.block(b))
+                h = self.conv(x, width, 3, names.block(b, "conv1"), stride)
+                h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(h, names.block(b, "bn1")))
                 if stride != 1 or cin != width:
-                    shortcut = self.bn(self.conv(x, width, 1, f"block{b}_proj", stride), f"block{b}_proj_bn")
+                    proj = self.conv(x, width, 1, names.block(b, "proj"), stride)
+                    shortcut = self.bn(proj, names.block(b, "proj_bn"))
                 else:
                     shortcut = x
                 if cfg.gated:
                     sums = self.grouped_conv(h, b, width, 3)
-                    branches = [self.bn(s, f"block{b}_bn2_w{k + 1}") for k, s in enumerate(sums)]
-                    y = OptionSelect(True, name=f"block{b}_select")([onehot, shortcut, *branches])
+                    branches = [self.bn(s, names.width_bn(b, k + 1)) for k, s in enumerate(sums)]
+                    y = OptionSelect(True, name=names.block(b, "select"))([onehot, shortcut, *branches])
                 else:
-                    y = keras.layers.Add(name=f"block{b}_add")(
-                        [shortcut, self.bn(self.conv(h, width, 3, f"block{b}_conv2"), f"block{b}_bn2")])
-                x = keras.layers.ReLU(name=f"block{b}_relu2")(y)
+                    y = keras.layers.Add(name=names.block(b, "add"))(
+                        [shortcut, self.bn(self.conv(h, width, 3, names.block(b, "conv2")), names.block(b, "bn2"))])
+                x = keras.layers.ReLU(name=names.block(b, "relu2"))(y)
                 cin, b = width, b + 1
                 if b in cfg.exit_positions:
                     self.exit(x, final=b == cfg.num_blocks, preact=False)
@@ -188,24 +188,24 @@ class _Builder:
             for _ in range(cfg.blocks_per_stage):
                 onehot = self.gate(b, x) if cfg.gated else None
                 if not cfg.gated:
-                    self.guard(f"block{b}")
-                h = keras.layers.ReLU(name=f"block{b}_relu1")(self.bn(x, f"block{b}_bn1"))
-                h = self.conv(h, 4 * g, 1, f"block{b}_conv1")
-                h = keras.layers.ReLU(name=f"block{b}_relu2")(self.bn(h, f"block{b}_bn2"))
+                    self.guard(names.block(b))
+                h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(x, names.block(b, "bn1")))
+                h = self.conv(h, 4 * g, 1, names.block(b, "conv1"))
+                h = keras.layers.ReLU(name=names.block(b, "relu2"))(self.bn(h, names.block(b, "bn2")))
                 if cfg.gated:
-                    new = OptionSelect(False, name=f"block{b}_select")([onehot, *self.grouped_conv(h, b, g, 3)])
+                    new = OptionSelect(False, name=names.block(b, "select"))([onehot, *self.grouped_conv(h, b, g, 3)])
                 else:
-                    new = self.conv(h, g, 3, f"block{b}_conv2")
-                x = keras.layers.Concatenate(name=f"block{b}_concat")([x, new])
+                    new = self.conv(h, g, 3, names.block(b, "conv2"))
+                x = keras.layers.Concatenate(name=names.block(b, "concat"))([x, new])
                 c, b = c + g, b + 1
                 if b in cfg.exit_positions:
                     self.exit(x, final=b == cfg.num_blocks, preact=True)
             if stage < 2:
-                self.guard(f"transition{stage}")
+                self.guard(names.transition(stage))
                 c = int(c * cfg.compression)
-                h = keras.layers.ReLU(name=f"transition{stage}_relu")(self.bn(x, f"transition{stage}_bn"))
-                h = self.conv(h, c, 1, f"transition{stage}_conv")
-                x = keras.layers.AveragePooling2D(2, name=f"transition{stage}_pool")(h)
+                h = keras.layers.ReLU(name=names.transition(stage, "relu"))(self.bn(x, names.transition(stage, "bn")))
+                h = self.conv(h, c, 1, names.transition(stage, "conv"))
+                x = keras.layers.AveragePooling2D(2, name=names.transition(stage, "pool"))(h)
 
 
 def _full_option_bias(num_options: int, bias: float) -> keras.initializers.Initializer:
@@ -268,6 +268,6 @@ def set_gate_mode(model: keras.Model, mode: str, random_prob: float = 0.0, fixed
 
 def num_exits(model: keras.Model) -> int:
     """Number of exits of a model built by ``build_model``."""
-    return sum(1 for k in model.output if re.fullmatch(r"exit\d+_logits", k))
+    return names.exit_count(model.output)
 
 

@@ -3,12 +3,11 @@ backbone split into channel groups, merged groups, and batch-norm statistics re-
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from ddi_tf.core import names
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.model.build import set_gate_mode
 
@@ -33,13 +32,14 @@ def static_from_ddi(ddi: keras.Model, static: keras.Model, cfg: ModelConfig) -> 
     for layer in static.layers:
         if not layer.weights:
             continue
-        m = re.fullmatch(r"block(\d+)_(conv2|bn2)", layer.name)
-        g = cfg.block_groups(int(m.group(1))) if m else 0
-        if m and m.group(2) == "conv2":
-            parts = [ddi.get_layer(f"block{m.group(1)}_conv2_g{j}").get_weights()[0] for j in range(1, g + 1)]
+        p = names.parse(layer.name)
+        m = p if p and p[0] == "block" and p[2] in ("conv2", "bn2") else None
+        g = cfg.block_groups(m[1]) if m else 0
+        if m and m[2] == "conv2":
+            parts = [ddi.get_layer(names.group_conv(m[1], j)).get_weights()[0] for j in range(1, g + 1)]
             layer.set_weights([np.concatenate(parts, axis=2)])
-        elif m and _has_layer(ddi, f"block{m.group(1)}_bn2_w{g}"):
-            layer.set_weights(ddi.get_layer(f"block{m.group(1)}_bn2_w{g}").get_weights())
+        elif m and _has_layer(ddi, names.width_bn(m[1], g)):
+            layer.set_weights(ddi.get_layer(names.width_bn(m[1], g)).get_weights())
         else:
             layer.set_weights(ddi.get_layer(layer.name).get_weights())
 
@@ -53,22 +53,22 @@ def regrouped_weights(name: str, src: keras.Model, src_cfg: ModelConfig, dst_cfg
     source gate's logits of skip and of those widths. None when ``name`` does not depend on the grouping or
     block b's groups are the same in both; ValueError when G_d does not divide G_s.
     """
-    m = re.fullmatch(r"(block|gate)(\d+)_(conv2_g|bn2_w|fc2)(\d*)", name)
+    m = names.parse_grouped(name)
     if m is None:
         return None
-    b = int(m.group(2))
+    b = m[1]
     gs, gd = src_cfg.block_groups(b), dst_cfg.block_groups(b)
     if gs == gd:
         return None
     if gs % gd:
         raise ValueError(f"block {b}: {gs} channel groups cannot be merged into {gd}")
     r = gs // gd
-    kind, k = m.group(3), int(m.group(4) or 0)
+    kind, k = m[2], m[3]
     if kind == "conv2_g":
-        parts = [src.get_layer(f"block{b}_conv2_g{j}").get_weights()[0] for j in range((k - 1) * r + 1, k * r + 1)]
+        parts = [src.get_layer(names.group_conv(b, j)).get_weights()[0] for j in range((k - 1) * r + 1, k * r + 1)]
         return [np.concatenate(parts, axis=2)]
     if kind == "bn2_w":
-        return src.get_layer(f"block{b}_bn2_w{k * r}").get_weights()
+        return src.get_layer(names.width_bn(b, k * r)).get_weights()
     keep = [0] + [j * r for j in range(1, gd + 1)]
     kernel, bias = src.get_layer(name).get_weights()
     return [kernel[:, keep], bias[keep]]
@@ -81,13 +81,13 @@ def gated_from_static(name: str, src: keras.Model, dst_cfg: ModelConfig) -> list
     G_b group convolutions ``conv2_g{j}``, and every width's batch norm ``bn2_w{k}`` starts as the static
     ``bn2``. None when ``name`` is not one of those layers (it is copied as it is, when names and shapes match).
     """
-    m = re.fullmatch(r"block(\d+)_(conv2_g|bn2_w)(\d+)", name)
-    if m is None:
+    m = names.parse_grouped(name)
+    if m is None or m[0] != "block":
         return None
-    b, kind, k = int(m.group(1)), m.group(2), int(m.group(3))
+    _, b, kind, k = m
     if kind == "bn2_w":
-        return src.get_layer(f"block{b}_bn2").get_weights()
-    kernel = src.get_layer(f"block{b}_conv2").get_weights()[0]
+        return src.get_layer(names.block(b, "bn2")).get_weights()
+    kernel = src.get_layer(names.block(b, "conv2")).get_weights()[0]
     return [np.split(kernel, dst_cfg.block_groups(b), axis=2)[k - 1]]
 
 

@@ -38,7 +38,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from ddi_tf.core import rundir
+from ddi_tf.core import names, rundir
 from ddi_tf.model.layers import CUSTOM_OBJECTS
 from ddi_tf.quant.int8 import exact_range_max
 
@@ -120,7 +120,7 @@ def _relu_fused(model: keras.Model) -> set[str]:
 def _annotator(fused: set[str]):
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         if (layer.name in fused or isinstance(layer, keras.layers.AveragePooling2D)
-                or (isinstance(layer, keras.layers.Add) and re.fullmatch(r"block\d+_sum\d+", layer.name))):
+                or (isinstance(layer, keras.layers.Add) and names.is_group_sum(layer.name))):
             return qk.quantize_annotate_layer(layer, NoQuantizeConfig())
         if isinstance(layer, keras.layers.BatchNormalization):
             return qk.quantize_annotate_layer(layer, OutputQuantizeConfig())
@@ -177,13 +177,13 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches: 
       The number of range variables set.
     """
     targets = _range_variables(qat_model)
-    names = sorted(n for n in targets if n)
-    probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in names])
-    lo = {n: 0.0 for n in names + [""]}
+    layer_names = sorted(n for n in targets if n)
+    probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in layer_names])
+    lo = {n: 0.0 for n in layer_names + [""]}
     hi = dict(lo)
     for x in batches:
         outs = probe(x, training=False)
-        for n, o in zip(names, outs, strict=True):
+        for n, o in zip(layer_names, outs, strict=True):
             lo[n], hi[n] = min(lo[n], float(tf.reduce_min(o))), max(hi[n], float(tf.reduce_max(o)))
         lo[""], hi[""] = min(lo[""], float(np.min(x))), max(hi[""], float(np.max(x)))
     for n, v in targets.items():
@@ -208,7 +208,7 @@ def edge_groups(cfg) -> dict[str, list[str]]:
         return {}
     groups = {"stage0": ["stem_relu"], "stage1": [], "stage2": []}
     for b in range(cfg.num_blocks):
-        groups[f"stage{b // cfg.blocks_per_stage}"].append(f"block{b}_relu2")
+        groups[names.edge(b // cfg.blocks_per_stage)].append(names.block(b, "relu2"))
     return groups
 
 
@@ -217,9 +217,9 @@ def tie_edge_ranges(qat_model: keras.Model, cfg) -> dict[str, tuple[float, float
     export rounds it (``exact_range_max``). Returns the edge ranges."""
     ranges = _range_variables(qat_model)
     edges = {}
-    for edge, names in edge_groups(cfg).items():
-        hi = exact_range_max(max(float(ranges[n]["max"].numpy()) for n in names))
-        for n in names:
+    for edge, members in edge_groups(cfg).items():
+        hi = exact_range_max(max(float(ranges[n]["max"].numpy()) for n in members))
+        for n in members:
             ranges[n]["min"].assign(0.0)
             ranges[n]["max"].assign(hi)
         edges[edge] = (0.0, hi)

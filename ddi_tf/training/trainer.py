@@ -35,7 +35,7 @@ import tf_keras as keras
 from absl import logging
 
 from ddi_tf import data as data_lib
-from ddi_tf.core import rundir
+from ddi_tf.core import names, rundir
 from ddi_tf.core.arch import build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
@@ -144,8 +144,7 @@ class _Trainer:
         opt = self.optimizers[stage]
         variables = model.trainable_variables
         global_batch = cfg.batch_size
-        block_names = sorted((k for k in model.output if k.endswith("_decision")),
-                             key=lambda k: int(k[5:-9]))
+        block_names = names.decision_keys(model.output)
         with_cost = stage in ("stage2", "stage3", "qat") and self.model_cfg.gated
         paths = self.paths(stage)
         teacher_is_full = paths[0][0] == "full" and len(paths) > 1
@@ -157,11 +156,11 @@ class _Trainer:
                 for mode, prob, option in paths:  # gate modes are read while tracing: one graph per path
                     set_gate_mode(model, mode, prob, option)
                     outs.append(model(images, training=True))
-                teacher = tf.cast(outs[0][f"exit{last}_logits"], tf.float32)  # float32 also under mixed precision
+                teacher = tf.cast(outs[0][names.exit_logits(last)], tf.float32)  # float32 also under mixed precision
                 per_example = 0.0
                 for p, o in enumerate(outs):
                     for j, w in enumerate(self.exit_weights):
-                        logits = tf.cast(o[f"exit{j}_logits"], tf.float32)
+                        logits = tf.cast(o[names.exit_logits(j)], tf.float32)
                         term = classification_loss(labels, logits, cfg.label_smoothing)
                         taught = j != last or (p > 0 and teacher_is_full)  # not the teacher itself
                         if cfg.distill_weight > 0 and taught:
@@ -171,18 +170,18 @@ class _Trainer:
                 if model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
                 out = outs[-1]  # the learned (or most dynamic) path: the cost term and the metrics
-                ratio = tf.cast(out[f"exit{last}_cost"], tf.float32) / full
+                ratio = tf.cast(out[names.exit_cost(last)], tf.float32) / full
                 mean_ratio = tf.reduce_mean(ratio)
                 if with_cost:
                     loss += cost_term(cfg.cost_loss, ratio, cfg.target_cost, cfg.cost_weight, self.multiplier,
                                       global_batch)
                 if with_cost and cfg.gate_margin > 0:
                     loss += cfg.gate_margin * gate_margin_loss(
-                        [out[k.replace("_decision", "_probs")] for k in block_names], cfg.gate_margin_target)
+                        [out[names.probs(names.index_of(k))] for k in block_names], cfg.gate_margin_target)
                 if stage == "rl":
-                    reward = -classification_loss(labels, out[f"exit{last}_logits"]) - cfg.rl_cost_weight * ratio
+                    reward = -classification_loss(labels, out[names.exit_logits(last)]) - cfg.rl_cost_weight * ratio
                     adv = tf.stop_gradient(reward - tf.reduce_mean(reward))
-                    chosen_p = [tf.reduce_sum(out[k] * out[k.replace("_decision", "_probs")], -1) for k in block_names]
+                    chosen_p = [tf.reduce_sum(out[k] * out[names.probs(names.index_of(k))], -1) for k in block_names]
                     logp = tf.add_n([tf.math.log(p + 1e-9) for p in chosen_p])
                     loss += tf.nn.compute_average_loss(-adv * logp, global_batch_size=global_batch)
             grads = tape.gradient(loss, variables)
@@ -190,10 +189,10 @@ class _Trainer:
             opt.apply_gradients(grads_vars)
             metrics = {"loss": loss * self.strategy.num_replicas_in_sync, "cost_ratio": mean_ratio}
             for j in range(self.exits):
-                pred = tf.argmax(out[f"exit{j}_logits"], -1, output_type=tf.int32)
+                pred = tf.argmax(out[names.exit_logits(j)], -1, output_type=tf.int32)
                 metrics[f"accuracy/exit{j}"] = tf.reduce_mean(tf.cast(pred == tf.cast(labels, tf.int32), tf.float32))
             for k in block_names:
-                metrics[f"gates/{k[:-9]}"] = tf.reduce_mean(out[k], axis=0)
+                metrics[f"gates/{names.block(names.index_of(k))}"] = tf.reduce_mean(out[k], axis=0)
             return metrics
 
         one_schedule = cfg.lr_scope == "run" and stage in FLOAT_STAGES
@@ -226,7 +225,7 @@ class _Trainer:
     def configure_stage(self, stage: str) -> None:
         gated = self.model_cfg.gated
         for layer in self.active.layers:
-            is_gate = layer.name.startswith("gate")
+            is_gate = names.is_gate_layer(layer.name)
             layer.trainable = is_gate if stage == "stage2" else True
         if stage in ("stage2", "rl") and not gated:
             raise ValueError(f"{stage} trains gates, but the model has none (--gate_type=none)")
@@ -348,8 +347,8 @@ class _Trainer:
                 if np.ndim(v) == 0:
                     tf.summary.scalar(k, float(v))
                 else:
-                    names = self.model_cfg.option_names(int(k.rsplit("block", 1)[1]))
-                    for o, f in zip(names, v, strict=True):
+                    options = self.model_cfg.option_names(names.index_of(k.split("/", 1)[1]))
+                    for o, f in zip(options, v, strict=True):
                         tf.summary.scalar(f"{k}/{o}", float(f))
             tf.summary.scalar("images_per_second", ips)
         last = f"accuracy/exit{self.exits - 1}"

@@ -61,7 +61,7 @@ def c_ident(name: str) -> str:
 
 
 def option_key(piece: dict, option: dict) -> str:
-    return c_ident(f"{piece['name']}__{option['name']}")
+    return c_ident(_runtime.option_key(piece["name"], option["name"]))
 
 
 def c_double(x: float) -> str:

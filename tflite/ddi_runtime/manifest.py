@@ -17,6 +17,11 @@ MANIFEST_VERSION = 1
 Version 1 manifests written since the cost checksum carry ``cost_sha256``; older ones are read with a warning."""
 
 
+def option_key(piece: str, option: str) -> str:
+    """The key of a piece option in an export: its file ``stages/<key>.tflite`` and its signature in ``ddi.tflite``."""
+    return f"{piece}__{option}"
+
+
 class ModelError(ValueError):
     """An export directory that cannot be used (missing, corrupt, wrong version, checksum mismatch)."""
 
