@@ -190,3 +190,29 @@ def test_qat_stage_trains_the_quantized_model_and_hands_its_weights_back(tmp_pat
         np.testing.assert_array_equal(w, by_name[name])
     kernel = names.index("block1_conv1/kernel:0")
     assert not np.array_equal(final[kernel], pre_qat.get_weights()[kernel])  # QAT changed the weights
+
+
+def test_flag_defaults_are_the_config_defaults_and_every_field_has_its_flag(monkeypatch):
+    """Defaults are written once (the dataclass field); the flag-to-config mapping covers every field."""
+    import dataclasses
+    import types
+
+    from ddi_tf import flags as ddi_flags
+    from ddi_tf.core.config import ModelConfig
+
+    ddi_flags.define_flags()
+    real = ddi_flags.FLAGS
+
+    class Defaults:  # every flag at its default, read as the mapping reads flags (f.name and f[name].value)
+        def __getattr__(self, name):
+            return real[name].default
+
+        def __getitem__(self, name):
+            return types.SimpleNamespace(value=real[name].default)
+
+    monkeypatch.setattr(ddi_flags, "FLAGS", Defaults())
+    assert ddi_flags.train_config_from_flags() == TrainConfig()
+    model, default = ddi_flags.model_config_from_flags(), ModelConfig()
+    for field in dataclasses.fields(ModelConfig):
+        if field.name not in ("num_classes", "exits", "compression"):  # resolved from the data / other flags
+            assert getattr(model, field.name) == getattr(default, field.name), field.name

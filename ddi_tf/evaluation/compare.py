@@ -1,20 +1,5 @@
-"""Side-by-side comparison of training reports: one PNG plot and a Markdown table, and the trade-off JSON.
-
-    python -m ddi_tf.compare --reports=DDI=runs/a/report.json,static=runs/b/report.json --out=docs/results/cifar_cpu
-    python -m ddi_tf.compare --reports=DDI=runs/d1/report.json+runs/d2/report.json,static=runs/s1/report.json+\
-runs/s2/report.json,ResNet-8=runs/r8/report.json --json=docs/results/tradeoff_cpu.json [--kinds=DDI=ddi,...] \
-        [--static=static] [--out=...]
-
-Writes ``<out>.png`` (accuracy against mean MACs, every policy of every report), ``<out>_pareto.png`` (each
-model's float Pareto front, and its int8 accuracy under hard budgets with ``--int8=label=latency.json``),
-``<out>.md`` (every row, and the models side by side at equal mean MACs, energy and latency where reported)
-and, when the reports carry energy or latency, ``<out>_fronts.png`` (a Pareto panel per cost).
-
-``+`` joins the reports of several seeds (runs) of one model; the plots and the per-row tables show each run
-(``label #1``, ``label #2``, ...). ``--json`` writes the trade-off of every model (``tradeoff``: best accuracy at
-mean MACs <= each of ``TRADEOFF_LEVELS`` x the static reference's MACs, mean over seeds) and prints its Markdown
-table, which also goes into ``<out>.md`` with ``--out``.
-"""
+"""Models side by side: the per-row Markdown table of reports, the envelope at equal cost, and the trade-off of
+several models over seeds (``python -m ddi_tf.compare``, whose docstring shows the command, writes them)."""
 
 from __future__ import annotations
 
