@@ -92,3 +92,15 @@ def test_report_plot_gains_the_cost_histogram_panel(tiny_reports, tmp_path):
     plot_report(tiny_reports, str(tmp_path / "both.png"))
     widths = {k: matplotlib.image.imread(str(tmp_path / f"{k}.png")).shape[1] for k in ("gated", "static", "both")}
     assert widths["gated"] == widths["both"] > 1.5 * widths["static"]
+
+
+def test_plot_report_takes_more_reports_than_it_has_markers(tmp_path):
+    """A side-by-side plot of many runs (seeds x models) once ran out of markers (StopIteration at the 11th)."""
+    import json
+    from pathlib import Path
+
+    from ddi_tf.evaluation.plots import plot_report
+
+    rep = json.loads((Path(__file__).resolve().parents[1] / "docs/results/report_cifar_cpu.json").read_text())
+    plot_report({f"run {i}": rep for i in range(14)}, str(tmp_path / "many.png"))
+    assert (tmp_path / "many.png").stat().st_size > 0

@@ -3,6 +3,7 @@ accuracy under hard budgets), one panel per cost unit, and the histogram of per-
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ def plot_report(reports: dict[str, dict], path: str, title: str = "") -> None:
         _plot_learned_cost(ax_hist, hists)
     else:
         fig, ax = plt.subplots(figsize=(7, 5))
-    markers = iter("osd^v<>ph*")
+    markers = itertools.cycle("osd^v<>ph*")  # more reports than markers reuse them
     for label, rep in reports.items():
         m = next(markers)
         scale = 1e6
