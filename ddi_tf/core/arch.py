@@ -164,7 +164,7 @@ def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
             _add_gate(pieces, cfg, b, hw, cin)
             options = []
             if cfg.gated:
-                options.append(Option("skip", shortcut))
+                options.append(Option(names.SKIP, shortcut))
             ng = cfg.block_groups(b) if cfg.gated else 1
             for k in range(1, ng + 1) if cfg.gated else (1,):
                 c = width * k // ng
@@ -195,7 +195,7 @@ def _densenet_pieces(cfg: ModelConfig) -> list[Piece]:
             concat = _eltwise(names.block(b, "concat"), hw * hw * (c + g))
             options = []
             if cfg.gated:
-                options.append(Option("skip", (_eltwise(names.block(b, "zeros"), hw * hw * g, inputs=0), concat)))
+                options.append(Option(names.SKIP, (_eltwise(names.block(b, "zeros"), hw * hw * g, inputs=0), concat)))
             ng = cfg.block_groups(b) if cfg.gated else 1
             for k in range(1, ng + 1) if cfg.gated else (1,):
                 w = bottleneck * k // ng

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from ddi_tf.core import names
+
 BACKBONES = ("resnet", "densenet")
 GATE_TYPES = ("ff", "rnn", "none")
 ESTIMATORS = ("st", "gumbel")
@@ -114,7 +116,7 @@ class ModelConfig:
 
     def option_names(self, b: int = 0) -> list[str]:
         """Names of block b's options, cheapest first: skip, w1..w{G_b} (the last is the full block)."""
-        return ["skip"] + [f"w{k}" for k in range(1, self.block_groups(b) + 1)]
+        return [names.SKIP] + [names.width(k) for k in range(1, self.block_groups(b) + 1)]
 
     def validate(self) -> None:
         """Raises ConfigError with a message listing what is valid."""

@@ -14,11 +14,10 @@ import re
 
 from ddi_runtime.manifest import option_key
 
-UNITS = ("stem", "gate", "block", "exit", "transition")
 SKIP = "skip"
 _LAYER = re.compile(r"(stem|gate|block|exit|transition)(\d*)(?:_(.+))?")
 
-__all__ = ["SKIP", "UNITS", "block", "decision", "edge", "exit", "exit_cost", "exit_logits", "gate", "group_conv",
+__all__ = ["SKIP", "block", "decision", "edge", "exit", "exit_cost", "exit_logits", "gate", "group_conv",
            "option_key", "parse", "parse_grouped", "parse_output", "probs", "transition", "width", "width_bn",
            "width_groups", "group_sum", "is_group_sum", "is_gate_layer", "exit_count", "decision_keys", "index_of"]
 

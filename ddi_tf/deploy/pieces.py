@@ -155,7 +155,7 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
             g = cfg.block_groups(b) if cfg.gated else 1
             options = range(0, g + 1) if cfg.gated else [1]
             for k in options:
-                name = ("skip" if k == 0 else names.width(k)) if cfg.gated else "full"
+                name = (names.SKIP if k == 0 else names.width(k)) if cfg.gated else "full"
                 if k == 0 and not project:
                     out.append(PieceModel(names.block(b), name, None, in_edge, out_edge, feeds))
                     continue
