@@ -214,5 +214,5 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_its_flag(monk
     assert ddi_flags.train_config_from_flags() == TrainConfig()
     model, default = ddi_flags.model_config_from_flags(), ModelConfig()
     for field in dataclasses.fields(ModelConfig):
-        if field.name not in ("num_classes", "exits", "compression"):  # resolved from the data / other flags
+        if field.name not in ("num_classes", "exits"):  # resolved from the data / other flags
             assert getattr(model, field.name) == getattr(default, field.name), field.name

@@ -35,6 +35,7 @@ class LayerCost:
       params: deployed parameters (weights + per-channel bias).
       in_elems: activation elements read.
       out_elems: activation elements written.
+      out_channels: output channels of a conv or dense layer (0 for the others).
     """
 
     name: str
@@ -43,6 +44,7 @@ class LayerCost:
     params: int
     in_elems: int
     out_elems: int
+    out_channels: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Option:
     def params(self) -> int:
         """Total deployed params of the option."""
         return sum(layer.params for layer in self.layers)
+
+    def layer(self, name: str) -> LayerCost | None:
+        """The option's layer of that name, or None when the option does not run it."""
+        return next((layer for layer in self.layers if layer.name == name), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +94,26 @@ class Piece:
         """Names of the options in order."""
         return [o.name for o in self.options]
 
+    @property
+    def stride(self) -> int:
+        """Spatial downsampling from the piece's input to its output feature map (1 for exits and gates)."""
+        return self.in_shape[0] // self.out_shape[0] if self.kind in ("fixed", "block") else 1
+
+    @property
+    def stage(self) -> int:
+        """Resolution stage of the feature map the piece writes (0 at 32x32, 1 at 16x16, 2 at 8x8); gates and
+        exits, which write no feature map, that of their input."""
+        hw = self.out_shape[0] if self.kind in ("fixed", "block") else self.in_shape[0]
+        return (32 // hw).bit_length() - 1
+
 
 def _conv(name: str, hw_out: int, k: int, cin: int, cout: int, hw_in: int, bias: bool = True) -> LayerCost:
     return LayerCost(name, "conv", hw_out * hw_out * k * k * cin * cout, k * k * cin * cout + (cout if bias else 0),
-                     hw_in * hw_in * cin, hw_out * hw_out * cout)
+                     hw_in * hw_in * cin, hw_out * hw_out * cout, cout)
 
 
 def _dense(name: str, cin: int, cout: int) -> LayerCost:
-    return LayerCost(name, "dense", cin * cout, cin * cout + cout, cin, cout)
+    return LayerCost(name, "dense", cin * cout, cin * cout + cout, cin, cout, cout)
 
 
 def _eltwise(name: str, elems: int, inputs: int = 1) -> LayerCost:

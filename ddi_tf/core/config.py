@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ddi_tf.core import names
+from ddi_tf.core.settings import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, check_fields, setting
 
 BACKBONES = ("resnet", "densenet")
 GATE_TYPES = ("ff", "rnn", "none")
@@ -25,51 +26,45 @@ def _divisors(n: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Configuration of a DDI network.
+    """Configuration of a DDI network: what a run's ``config.json`` ``model`` section holds.
 
-    Args:
-      backbone: ``resnet`` (CIFAR ResNet, depth 6n+2) or ``densenet`` (DenseNet-BC, depth 6n+4).
-      depth: network depth.
-      num_classes: number of classes.
-      groups: G, the number of channel groups of a gated block; the options are skip, then the first
-        k of G groups for k = 1..G. G = 1 is plain layer skipping.
-      min_group_channels: when > 0, a block whose gated inner width w would have groups narrower than this
-        gets fewer, wider groups: G_b = max(1, min(G, w // min_group_channels)) (ResNet-20 with G = 4 and
-        16: one group (skip or full) in stage 1, two in stage 2, four in stage 3). LiteRT's int8 CPU kernels
-        compute output channels in tiles of 16, so narrower options save MACs but no time; 0 keeps G everywhere.
-      gate_type: ``ff`` (pooled features -> dense -> ReLU -> dense), ``rnn`` (one LSTM shared by all
-        gates) or ``none`` (the static backbone: no gates, every block always runs in full).
-      gate_hidden: hidden units of the ff gate, or the LSTM state size of the rnn gate.
-      gate_proj: size of the per-block projection that feeds the shared LSTM (rnn gates only).
-      gate_init_full: initial bias of every gate's full option (0 on the others): > 0 makes the gates start
-        by running every block in full, the cost term then teaches them what to drop.
-      estimator: ``st`` (argmax one-hot forward, softmax straight-through backward) or ``gumbel``
-        (Gumbel-softmax with a hard one-hot forward, used while training only).
-      temperature: Gumbel-softmax temperature.
-      exits: block counts after which an exit classifier sits (1-based, increasing, each smaller than
-        the number of blocks). The backbone's own head after the last block is always the final exit.
-      exit_width: channels of the 1x1 conv inside an intermediate exit head.
-      growth_rate: DenseNet growth rate.
-      compression: DenseNet-BC transition compression.
-      weight_decay: L2 factor applied to conv and dense kernels.
+    Each field's meaning, valid values and default are declared once, below, with ``setting``; the flags of
+    ``python -m ddi_tf.train`` are made from them (``--help`` shows the same text). Two fields are spelled
+    differently on the command line: ``num_classes`` (``--num_classes=0`` takes it from the data set) and
+    ``exits`` (``--exits``, or ``--exit_every`` and ``--exit_stage_ends``).
     """
 
-    backbone: str = "resnet"
-    depth: int = 20
-    num_classes: int = 10
-    groups: int = 4
-    min_group_channels: int = 0
-    gate_type: str = "ff"
-    gate_hidden: int = 16
-    gate_proj: int = 16
-    gate_init_full: float = 0.0
-    estimator: str = "st"
-    temperature: float = 1.0
-    exits: tuple[int, ...] = ()
-    exit_width: int = 64
-    growth_rate: int = 12
-    compression: float = 0.5
-    weight_decay: float = 1e-4
+    backbone: str = setting("resnet", "Backbone family: CIFAR ResNet (depth 6n+2) or DenseNet-BC (depth 6n+4).",
+                            choices=BACKBONES)
+    depth: int = setting(20, "Depth: 6n+2 for ResNet (20, 38, 74, 110), 6n+4 for DenseNet-BC (40, 100).")
+    num_classes: int = setting(10, "Classes.", flag=False)
+    groups: int = setting(4, "Channel groups G per gated block (options: skip, first 1..G groups); G = 1 is "
+                          "plain layer skipping.")
+    min_group_channels: int = setting(
+        0, "Fewer, wider channel groups where G would give groups narrower than this: G_b = max(1, min(G, "
+        "width // this)); 16 matches LiteRT's int8 kernels, whose time steps every 16 output channels (ResNet-20, "
+        "G = 4: one group in stage 1, two in stage 2, four in stage 3); 0: G groups in every block.",
+        valid=NON_NEGATIVE)
+    gate_type: str = setting("ff", "Gate: ff (pooled features -> dense -> ReLU -> dense), rnn (one LSTM shared by "
+                             "all gates), none (the static backbone: every block always runs in full).",
+                             choices=GATE_TYPES)
+    gate_hidden: int = setting(16, "Hidden units of the ff gate / LSTM state size of the rnn gate.",
+                               valid=AT_LEAST_ONE)
+    gate_proj: int = setting(16, "Per-block projection size feeding the shared LSTM (rnn gates).",
+                             valid=AT_LEAST_ONE)
+    gate_init_full: float = setting(
+        0.0, "Initial bias of each gate's full option (others 0): > 0 starts the gates running every block in "
+        "full, and the cost term teaches them what to drop.", valid=Range(-20, 20))
+    estimator: str = setting("st", "Gate gradient: straight-through (argmax one-hot forward, softmax backward) "
+                             "or Gumbel-softmax (hard one-hot forward, while training only).", choices=ESTIMATORS)
+    temperature: float = setting(1.0, "Gumbel-softmax temperature.", valid=POSITIVE)
+    exits: tuple[int, ...] = setting((), "Block counts after which an exit classifier sits (1-based, increasing, "
+                                     "each smaller than the number of blocks); the final exit is implicit.",
+                                     flag=False)
+    exit_width: int = setting(64, "Channels of an intermediate exit head's 1x1 conv.", valid=AT_LEAST_ONE)
+    growth_rate: int = setting(12, "DenseNet growth rate.", valid=AT_LEAST_ONE)
+    compression: float = setting(0.5, "DenseNet-BC transition compression.", valid=FRACTION)
+    weight_decay: float = setting(1e-4, "Weight decay (L2 on conv and dense kernels).", valid=NON_NEGATIVE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
@@ -120,8 +115,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raises ConfigError with a message listing what is valid."""
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        check_fields(self, ConfigError)  # each field's own choices and range
         if self.backbone == "resnet":
             if self.depth < 8 or (self.depth - 2) % 6:
                 valid = ", ".join(str(6 * n + 2) for n in (1, 2, 3, 4, 5, 6, 9, 12, 18))
@@ -136,24 +130,9 @@ class ModelConfig:
             )
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.gate_type not in GATE_TYPES:
-            raise ConfigError(f"gate_type must be one of {GATE_TYPES}, got {self.gate_type!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if not -20.0 <= self.gate_init_full <= 20.0:  # also refuses NaN
-            raise ConfigError(f"gate_init_full must be a number in [-20, 20], got {self.gate_init_full}")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.gate_hidden < 1 or self.gate_proj < 1 or self.exit_width < 1:
-            raise ConfigError("gate_hidden, gate_proj and exit_width must be >= 1")
-        if self.growth_rate < 1 or not 0 < self.compression <= 1:
-            raise ConfigError("growth_rate must be >= 1 and compression in (0, 1]")
         if self.gate_type == "rnn" and len({self.width_groups(w) for w in self.gated_widths()}) > 1:
             raise ConfigError("rnn gates share one output layer, so every block needs the same number of options; "
                               "use ff gates with min_group_channels, or min_group_channels=0")
-        if self.min_group_channels < 0:
-            raise ConfigError(
-                f"min_group_channels must be >= 0 (0: G groups everywhere), got {self.min_group_channels}")
         for width in self.gated_widths():
             g = self.width_groups(width) if self.groups >= 1 else self.groups
             if g != self.groups and (width % g or self.groups % g):

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ddi_tf.core import names
+from ddi_tf.core.arch import Option, Piece, build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.data import normalize
 from ddi_tf.model.build import BN_EPSILON, set_gate_mode
@@ -96,7 +97,9 @@ class PieceModel:
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
                        mean, std, inner: dict[str, tuple[float, float]] | None = None) -> list[PieceModel]:
-    """The float piece models of a trained ResNet DDI (or static) model.
+    """The float piece models of a trained ResNet DDI (or static) model, one per option of every piece of
+    ``ddi_tf.core.arch.build_pieces(cfg)`` (the network description the cost table and the Keras builder share:
+    shapes, strides, projections, option widths and exit heads all come from it).
 
     Args:
       cfg: the model config (ResNet; DenseNet export is not implemented yet).
@@ -111,91 +114,107 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
         raise ExportError("export supports the ResNet backbone so far (DenseNet export is not implemented)")
     if cfg.gate_type == "rnn":
         raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
+    builder = _PieceBuilder(cfg, model, ranges, inner)
     out: list[PieceModel] = []
-
-    def fq(h, name: str):
-        """The QAT model's range for the output of its layer ``name``, when there is one."""
-        if inner is None or name not in inner:
-            return h
-        return FixedRange(*inner[name], name=f"qat_{name}")(h)
-
-    def inp(edge: str, shape):
-        x = keras.Input(shape, batch_size=1, name="x")
-        return x, FixedRange(*ranges[edge], name="in_range")(x)
-
-    # stem: pixels (0..255) -> normalise (1x1 depthwise affine) -> conv+BN+ReLU
-    x, h = inp("image", (32, 32, 3))
-    norm = keras.layers.DepthwiseConv2D(1, name="normalize")
-    h = fq(norm(h), "input")
-    norm.set_weights([(1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3, 1),
-                      (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))])
-    h = keras.layers.ReLU()(_conv(h, *_fold(model, "stem_conv", "stem_bn")))
-    out.append(PieceModel("stem", "run", keras.Model(x, FixedRange(*ranges["stage0"], name="out_range")(h)),
-                          "image", "stage0", None))
-
-    exit_index = 0
-    cin = 16
-    b = 0
-    for stage, width in enumerate((16, 32, 64)):
-        for i in range(cfg.blocks_per_stage):
-            stride = 2 if (stage > 0 and i == 0) else 1
-            in_stage = 0 if b == 0 else (b - 1) // cfg.blocks_per_stage
-            in_edge, out_edge = names.edge(in_stage), names.edge(stage)
-            feeds = "stem_relu" if b == 0 else names.block(b - 1, "relu2")
-            hw = 32 >> in_stage
-            shape = (hw, hw, cin)
-            if cfg.gated:
-                x, h = inp(in_edge, shape)
-                h = fq(_global_pool(h), names.gate(b, "pool"))
-                h = fq(keras.layers.ReLU()(_dense(h, model, names.gate(b, "fc1"))), names.gate(b, "fc1"))
-                out.append(PieceModel(names.gate(b), "run", keras.Model(x, fq(_dense(h, model, names.gate(b, "fc2")),
-                                                                           names.gate(b, "fc2"))),
-                                      in_edge, None, feeds))
-            project = stride != 1 or cin != width
-            g = cfg.block_groups(b) if cfg.gated else 1
-            options = range(0, g + 1) if cfg.gated else [1]
-            for k in options:
-                name = (names.SKIP if k == 0 else names.width(k)) if cfg.gated else "full"
-                if k == 0 and not project:
-                    out.append(PieceModel(names.block(b), name, None, in_edge, out_edge, feeds))
-                    continue
-                x, h = inp(in_edge, shape)
-                shortcut = (fq(_conv(h, *_fold(model, names.block(b, "proj"), names.block(b, "proj_bn")), stride),
-                               names.block(b, "proj_bn")) if project else h)
-                if k == 0:
-                    y = keras.layers.ReLU()(shortcut)
-                else:
-                    c = width * k // g
-                    h1 = fq(keras.layers.ReLU()(_conv(h, *_fold(model, names.block(b, "conv1"), names.block(b, "bn1"),
-                                                                      slice(0, c)), stride)), names.block(b, "relu1"))
-                    if cfg.gated:
-                        k2 = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
-                                             for j in range(1, k + 1)], axis=2)
-                        w2, b2 = _fold(model, "", names.width_bn(b, k), kernel=k2)
-                        bn2 = names.width_bn(b, k)
-                    else:
-                        w2, b2 = _fold(model, names.block(b, "conv2"), names.block(b, "bn2"))
-                        bn2 = names.block(b, "bn2")
-                    y = keras.layers.ReLU()(keras.layers.Add()([shortcut, fq(_conv(h1, w2, b2), bn2)]))
-                out.append(PieceModel(names.block(b), name, keras.Model(x, FixedRange(*ranges[out_edge],
-                                                                                  name="out_range")(y)),
-                                      in_edge, out_edge, feeds))
-            cin, b = width, b + 1
-            if b in cfg.exit_positions:
-                j = exit_index
-                hw_out = 32 // (2 ** stage)
-                x, h = inp(out_edge, (hw_out, hw_out, width))
-                if b != cfg.num_blocks:
-                    if hw_out > 4:
-                        h = keras.layers.AveragePooling2D(2)(h)
-                    folded = _fold(model, names.exit(j, "conv"), names.exit(j, "conv_bn"))
-                    h = fq(keras.layers.ReLU()(_conv(h, *folded)), names.exit(j, "conv_relu"))
-                h = fq(_global_pool(h), names.exit(j, "gap"))
-                out.append(PieceModel(names.exit(j), "run", keras.Model(x, fq(_dense(h, model, names.exit(j, "fc")),
-                                                                           names.exit(j, "fc"))),
-                                      out_edge, None, names.block(b - 1, "relu2")))
-                exit_index += 1
+    edge, feeds = "image", None  # the feature edge the next piece reads, and the float layer that writes it
+    for piece in build_pieces(cfg):
+        if piece.name == "stem":
+            out.append(builder.stem(mean, std))
+            edge, feeds = names.edge(piece.stage), "stem_relu"
+        elif piece.kind == "gate":
+            out.append(builder.gate(piece, edge, feeds))
+        elif piece.kind == "block":
+            out_edge = names.edge(piece.stage)
+            out += [builder.block_option(piece, option, edge, out_edge, feeds) for option in piece.options]
+            edge, feeds = out_edge, names.block(piece.index, "relu2")
+        elif piece.kind == "exit":
+            out.append(builder.exit(piece, edge, feeds))
+        else:
+            raise ExportError(f"no int8 piece for {piece.name} ({piece.kind})")
     return out
+
+
+class _PieceBuilder:
+    """Turns one piece option of the network description into a float Keras model with fixed boundary ranges."""
+
+    def __init__(self, cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
+                 inner: dict[str, tuple[float, float]] | None):
+        self.cfg, self.model, self.ranges, self.inner = cfg, model, ranges, inner
+
+    def fq(self, h, name: str):
+        """The QAT model's range for the output of its layer ``name``, when there is one."""
+        if self.inner is None or name not in self.inner:
+            return h
+        return FixedRange(*self.inner[name], name=f"qat_{name}")(h)
+
+    def inp(self, edge: str, shape):
+        x = keras.Input(shape, batch_size=1, name="x")
+        return x, FixedRange(*self.ranges[edge], name="in_range")(x)
+
+    def out(self, edge: str, x, y) -> keras.Model:
+        return keras.Model(x, FixedRange(*self.ranges[edge], name="out_range")(y))
+
+    def stem(self, mean, std) -> PieceModel:
+        """Pixels (0..255) -> normalise (1x1 depthwise affine) -> conv+BN+ReLU."""
+        x, h = self.inp("image", (32, 32, 3))
+        norm = keras.layers.DepthwiseConv2D(1, name="normalize")
+        h = self.fq(norm(h), "input")
+        norm.set_weights([(1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3, 1),
+                          (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))])
+        h = keras.layers.ReLU()(_conv(h, *_fold(self.model, "stem_conv", "stem_bn")))
+        return PieceModel("stem", "run", self.out(names.edge(0), x, h), "image", names.edge(0), None)
+
+    def gate(self, piece: Piece, edge: str, feeds: str | None) -> PieceModel:
+        b, fq = piece.index, self.fq
+        x, h = self.inp(edge, piece.in_shape)
+        h = fq(_global_pool(h), names.gate(b, "pool"))
+        h = fq(keras.layers.ReLU()(_dense(h, self.model, names.gate(b, "fc1"))), names.gate(b, "fc1"))
+        logits = fq(_dense(h, self.model, names.gate(b, "fc2")), names.gate(b, "fc2"))
+        return PieceModel(piece.name, "run", keras.Model(x, logits), edge, None, feeds)
+
+    def block_option(self, piece: Piece, option: Option, in_edge: str, out_edge: str,
+                     feeds: str | None) -> PieceModel:
+        """One option of a residual block: the shortcut (projected where the description has ``proj``), plus
+        conv1 over the option's output channels and conv2 over the same input channels (folded BN), ReLU."""
+        b, fq, model = piece.index, self.fq, self.model
+        proj = option.layer(names.block(b, "proj"))
+        if option.name == names.SKIP and proj is None:
+            return PieceModel(piece.name, option.name, None, in_edge, out_edge, feeds)  # identity: nothing runs
+        x, h = self.inp(in_edge, piece.in_shape)
+        shortcut = h
+        if proj is not None:
+            folded = _fold(model, proj.name, names.block(b, "proj_bn"))
+            shortcut = fq(_conv(h, *folded, piece.stride), names.block(b, "proj_bn"))
+        conv1 = option.layer(names.block(b, "conv1"))
+        if conv1 is None:  # a skipped downsampling block: the projected shortcut alone
+            return PieceModel(piece.name, option.name, self.out(out_edge, x, keras.layers.ReLU()(shortcut)),
+                              in_edge, out_edge, feeds)
+        folded = _fold(model, conv1.name, names.block(b, "bn1"), slice(0, conv1.out_channels))
+        h1 = fq(keras.layers.ReLU()(_conv(h, *folded, piece.stride)), names.block(b, "relu1"))
+        k = names.width_groups(option.name)
+        if k is not None:  # gated: conv2 is the sum over the first k channel groups, each its own kernel
+            kernel = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
+                                     for j in range(1, k + 1)], axis=2)
+            bn2 = names.width_bn(b, k)
+            w2, b2 = _fold(model, "", bn2, kernel=kernel)
+        else:
+            bn2 = names.block(b, "bn2")
+            w2, b2 = _fold(model, names.block(b, "conv2"), bn2)
+        y = keras.layers.ReLU()(keras.layers.Add()([shortcut, fq(_conv(h1, w2, b2), bn2)]))
+        return PieceModel(piece.name, option.name, self.out(out_edge, x, y), in_edge, out_edge, feeds)
+
+    def exit(self, piece: Piece, edge: str, feeds: str | None) -> PieceModel:
+        """An exit head: the description's 2x2 pool and 1x1 conv+BN+ReLU where it has them, global pool, dense."""
+        j, fq, (option,) = piece.index, self.fq, piece.options
+        x, h = self.inp(edge, piece.in_shape)
+        if option.layer(names.exit(j, "pool")) is not None:
+            h = keras.layers.AveragePooling2D(2)(h)
+        if option.layer(names.exit(j, "conv")) is not None:
+            folded = _fold(self.model, names.exit(j, "conv"), names.exit(j, "conv_bn"))
+            h = fq(keras.layers.ReLU()(_conv(h, *folded)), names.exit(j, "conv_relu"))
+        h = fq(_global_pool(h), names.exit(j, "gap"))
+        logits = fq(_dense(h, self.model, names.exit(j, "fc")), names.exit(j, "fc"))
+        return PieceModel(piece.name, "run", keras.Model(x, logits), edge, None, feeds)
 
 
 # --- calibration ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ddi_tf.core import names
-from ddi_tf.core.arch import build_pieces
+from ddi_tf.core.arch import Piece, build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import CostTable, cost_table
 from ddi_tf.model.layers import (
@@ -53,7 +53,6 @@ class _Builder:
         self.image = keras.Input((32, 32, 3), name="image")
         self.budget = keras.Input((), name="budget", dtype="float64") if budget_input else None
         self.state = BatchZeros(4 if defer_exits else 2, dtype="float64", name="cost_init")(self.image)
-        self.exit_index = 0
         self.rnn_state: list[tf.Tensor] | None = None
         self.shared: dict[str, keras.layers.Layer] = {}
 
@@ -129,83 +128,86 @@ class _Builder:
         return sums
 
     # --- exits ---------------------------------------------------------------------------------------------
-    def exit(self, x, final: bool, preact: bool):
-        j = self.exit_index
-        if preact:
+    def exit(self, piece: Piece, x):
+        """An exit head as the description has it: BN+ReLU first (DenseNet), 2x2 pool and 1x1 conv (all but the
+        final exit), global pool, dense."""
+        j, (option,) = piece.index, piece.options
+        if option.layer(names.exit(j, "bn_relu")):
             x = keras.layers.ReLU(name=names.exit(j, "relu"))(self.bn(x, names.exit(j, "bn")))
-        if not final:
-            if x.shape[1] > 4:
-                x = keras.layers.AveragePooling2D(2, name=names.exit(j, "pool"))(x)
-            x = self.conv(x, self.cfg.exit_width, 1, names.exit(j, "conv"))
+        if option.layer(names.exit(j, "pool")):
+            x = keras.layers.AveragePooling2D(2, name=names.exit(j, "pool"))(x)
+        conv = option.layer(names.exit(j, "conv"))
+        if conv:
+            x = self.conv(x, conv.out_channels, 1, conv.name)
             x = keras.layers.ReLU(name=names.exit(j, "conv_relu"))(self.bn(x, names.exit(j, "conv_bn")))
         x = keras.layers.GlobalAveragePooling2D(name=names.exit(j, "gap"))(x)
         logits = self.dense(x, self.cfg.num_classes, names.exit(j, "fc"))
-        self.guard(names.exit(j))
+        self.guard(piece.name)
         cost, reached = CostState(name=names.exit(j, "state"))(self.state)
         self.outputs[names.exit_logits(j)] = logits
         self.outputs[names.exit_cost(j)] = cost
         self.outputs[names.exit(j, "reached")] = reached
-        self.exit_index += 1
 
-    # --- backbones -----------------------------------------------------------------------------------------
-    def resnet(self):
-        cfg = self.cfg
-        self.guard("stem")
-        x = keras.layers.ReLU(name="stem_relu")(self.bn(self.conv(self.image, 16, 3, "stem_conv"), "stem_bn"))
-        cin, b = 16, 0
-        for stage, width in enumerate((16, 32, 64)):
-            for i in range(cfg.blocks_per_stage):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                onehot = self.gate(b, x) if cfg.gated else None
-                if not cfg.gated:
-                    self.guard(names.block(b))
-                h = self.conv(x, width, 3, names.block(b, "conv1"), stride)
-                h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(h, names.block(b, "bn1")))
-                if stride != 1 or cin != width:
-                    proj = self.conv(x, width, 1, names.block(b, "proj"), stride)
-                    shortcut = self.bn(proj, names.block(b, "proj_bn"))
-                else:
-                    shortcut = x
-                if cfg.gated:
-                    sums = self.grouped_conv(h, b, width, 3)
-                    branches = [self.bn(s, names.width_bn(b, k + 1)) for k, s in enumerate(sums)]
-                    y = OptionSelect(True, name=names.block(b, "select"))([onehot, shortcut, *branches])
-                else:
-                    y = keras.layers.Add(name=names.block(b, "add"))(
-                        [shortcut, self.bn(self.conv(h, width, 3, names.block(b, "conv2")), names.block(b, "bn2"))])
-                x = keras.layers.ReLU(name=names.block(b, "relu2"))(y)
-                cin, b = width, b + 1
-                if b in cfg.exit_positions:
-                    self.exit(x, final=b == cfg.num_blocks, preact=False)
+    # --- the network, piece by piece of its description ----------------------------------------------------
+    def build(self) -> None:
+        """Creates every piece of ``build_pieces(cfg)`` in execution order (the same description the cost table
+        and the export use: shapes, strides, projections and exit heads come from it)."""
+        x, onehot = self.image, None
+        block = self.residual_block if self.cfg.backbone == "resnet" else self.dense_layer
+        for piece in build_pieces(self.cfg):
+            if piece.kind == "gate":
+                onehot = self.gate(piece.index, x)  # also guards its block: the budget downgrades the decision
+            elif piece.kind == "exit":
+                self.exit(piece, x)
+            elif piece.kind == "block":
+                if not self.cfg.gated:
+                    self.guard(piece.name)
+                x = block(piece, x, onehot)
+            else:
+                self.guard(piece.name)
+                x = self.stem(piece) if piece.name == "stem" else self.transition(piece, x)
 
-    def densenet(self):
-        cfg = self.cfg
-        g = cfg.growth_rate
-        self.guard("stem")
-        x = self.conv(self.image, 2 * g, 3, "stem_conv")
-        c, b = 2 * g, 0
-        for stage in range(3):
-            for _ in range(cfg.blocks_per_stage):
-                onehot = self.gate(b, x) if cfg.gated else None
-                if not cfg.gated:
-                    self.guard(names.block(b))
-                h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(x, names.block(b, "bn1")))
-                h = self.conv(h, 4 * g, 1, names.block(b, "conv1"))
-                h = keras.layers.ReLU(name=names.block(b, "relu2"))(self.bn(h, names.block(b, "bn2")))
-                if cfg.gated:
-                    new = OptionSelect(False, name=names.block(b, "select"))([onehot, *self.grouped_conv(h, b, g, 3)])
-                else:
-                    new = self.conv(h, g, 3, names.block(b, "conv2"))
-                x = keras.layers.Concatenate(name=names.block(b, "concat"))([x, new])
-                c, b = c + g, b + 1
-                if b in cfg.exit_positions:
-                    self.exit(x, final=b == cfg.num_blocks, preact=True)
-            if stage < 2:
-                self.guard(names.transition(stage))
-                c = int(c * cfg.compression)
-                h = keras.layers.ReLU(name=names.transition(stage, "relu"))(self.bn(x, names.transition(stage, "bn")))
-                h = self.conv(h, c, 1, names.transition(stage, "conv"))
-                x = keras.layers.AveragePooling2D(2, name=names.transition(stage, "pool"))(h)
+    def stem(self, piece: Piece):
+        conv = self.conv(self.image, piece.out_shape[2], 3, "stem_conv")
+        if self.cfg.backbone == "densenet":  # DenseNet-BC: its layers normalise their own inputs
+            return conv
+        return keras.layers.ReLU(name="stem_relu")(self.bn(conv, "stem_bn"))
+
+    def residual_block(self, piece: Piece, x, onehot):
+        b, width, stride = piece.index, piece.out_shape[2], piece.stride
+        h = self.conv(x, width, 3, names.block(b, "conv1"), stride)
+        h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(h, names.block(b, "bn1")))
+        if piece.options[-1].layer(names.block(b, "proj")):
+            proj = self.conv(x, width, 1, names.block(b, "proj"), stride)
+            shortcut = self.bn(proj, names.block(b, "proj_bn"))
+        else:
+            shortcut = x
+        if self.cfg.gated:
+            sums = self.grouped_conv(h, b, width, 3)
+            branches = [self.bn(s, names.width_bn(b, k + 1)) for k, s in enumerate(sums)]
+            y = OptionSelect(True, name=names.block(b, "select"))([onehot, shortcut, *branches])
+        else:
+            y = keras.layers.Add(name=names.block(b, "add"))(
+                [shortcut, self.bn(self.conv(h, width, 3, names.block(b, "conv2")), names.block(b, "bn2"))])
+        return keras.layers.ReLU(name=names.block(b, "relu2"))(y)
+
+    def dense_layer(self, piece: Piece, x, onehot):
+        b, growth = piece.index, piece.out_shape[2] - piece.in_shape[2]
+        bottleneck = piece.options[-1].layer(names.block(b, "conv1")).out_channels
+        h = keras.layers.ReLU(name=names.block(b, "relu1"))(self.bn(x, names.block(b, "bn1")))
+        h = self.conv(h, bottleneck, 1, names.block(b, "conv1"))
+        h = keras.layers.ReLU(name=names.block(b, "relu2"))(self.bn(h, names.block(b, "bn2")))
+        if self.cfg.gated:
+            new = OptionSelect(False, name=names.block(b, "select"))([onehot, *self.grouped_conv(h, b, growth, 3)])
+        else:
+            new = self.conv(h, growth, 3, names.block(b, "conv2"))
+        return keras.layers.Concatenate(name=names.block(b, "concat"))([x, new])
+
+    def transition(self, piece: Piece, x):
+        t = piece.index
+        h = keras.layers.ReLU(name=names.transition(t, "relu"))(self.bn(x, names.transition(t, "bn")))
+        h = self.conv(h, piece.out_shape[2], 1, names.transition(t, "conv"))
+        return keras.layers.AveragePooling2D(2, name=names.transition(t, "pool"))(h)
 
 
 def _full_option_bias(num_options: int, bias: float) -> keras.initializers.Initializer:
@@ -238,7 +240,7 @@ def build_model(cfg: ModelConfig, table: CostTable | None = None, budget_input: 
     if defer_exits and not budget_input:
         raise ValueError("deferred exits need budget_input=True")
     builder = _Builder(cfg, table, budget_input, defer_exits)
-    builder.resnet() if cfg.backbone == "resnet" else builder.densenet()
+    builder.build()
     if defer_exits:
         builder.outputs["total_cost"] = CostState(name="total_state")(builder.state)[0]
     inputs = {"image": builder.image, "budget": builder.budget} if budget_input else builder.image
