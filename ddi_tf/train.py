@@ -29,10 +29,10 @@ def main(argv: list[str]) -> None:
     from ddi_tf.core.config import ConfigError
     from ddi_tf.core.costs import CostError
     from ddi_tf.data import DataError
-    from ddi_tf.training import trainer
+    from ddi_tf.training import strategy, trainer
     from ddi_tf.training.workdir import ResumeError
 
-    trainer.split_cpu(FLAGS.cpu_devices)
+    strategy.split_cpu(FLAGS.cpu_devices)
     try:
         model_cfg = ddi_flags.model_config_from_flags()
         train_cfg = ddi_flags.train_config_from_flags()

@@ -26,10 +26,16 @@ def test_backbone_macs_match_hand_counts(depth, millions):
     assert round(backbone_macs(ModelConfig(depth=depth)) / 1e6, 1) == millions
 
 
+def test_half_width_resnet20_costs_about_a_quarter():
+    full, half = backbone_macs(ModelConfig()), backbone_macs(ModelConfig(base_width=8))
+    assert 0.24 < half / full < 0.27
+
+
 @pytest.mark.parametrize("cfg", [TINY, dataclasses.replace(TINY, gate_type="rnn"),
                                  dataclasses.replace(TINY, gate_type="none"),
-                                 ModelConfig(backbone="densenet", depth=10, growth_rate=4, groups=2, exits=(1,))],
-                         ids=["ff", "rnn", "static", "densenet"])
+                                 ModelConfig(backbone="densenet", depth=10, growth_rate=4, groups=2, exits=(1,)),
+                                 dataclasses.replace(TINY, base_width=8, groups=2)],
+                         ids=["ff", "rnn", "static", "densenet", "half_width"])
 def test_counted_macs_equal_the_keras_layers(cfg):
     """Full-path MACs of the piece table == MACs from every Conv2D/Dense of the built model."""
     model = build_model(cfg)

@@ -169,11 +169,12 @@ def _add_exit(pieces: list[Piece], cfg: ModelConfig, j: int, hw: int, c: int, fi
 
 
 def _resnet_pieces(cfg: ModelConfig) -> list[Piece]:
-    pieces = [Piece("stem", "fixed", (Option("run", (_conv("stem_conv", 32, 3, 3, 16, 32),)),), 0,
-                    (32, 32, 3), (32, 32, 16))]
+    c0 = cfg.base_width
+    pieces = [Piece("stem", "fixed", (Option("run", (_conv("stem_conv", 32, 3, 3, c0, 32),)),), 0,
+                    (32, 32, 3), (32, 32, c0))]
     exits = cfg.exit_positions
-    hw, cin, b, j = 32, 16, 0, 0
-    for stage, width in enumerate((16, 32, 64)):
+    hw, cin, b, j = 32, c0, 0, 0
+    for stage, width in enumerate(cfg.stage_widths):
         for i in range(cfg.blocks_per_stage):
             stride = 2 if (stage > 0 and i == 0) else 1
             hw_out = hw // stride

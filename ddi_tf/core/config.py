@@ -37,6 +37,8 @@ class ModelConfig:
     backbone: str = setting("resnet", "Backbone family: CIFAR ResNet (depth 6n+2) or DenseNet-BC (depth 6n+4).",
                             choices=BACKBONES)
     depth: int = setting(20, "Depth: 6n+2 for ResNet (20, 38, 74, 110), 6n+4 for DenseNet-BC (40, 100).")
+    base_width: int = setting(16, "ResNet: channels of the first stage (the second has 2x, the third 4x); 8 gives "
+                              "a half-width network at about a quarter of the MACs.", valid=AT_LEAST_ONE)
     num_classes: int = setting(10, "Classes.", flag=False)
     groups: int = setting(4, "Channel groups G per gated block (options: skip, first 1..G groups); G = 1 is "
                           "plain layer skipping.")
@@ -93,10 +95,15 @@ class ModelConfig:
         """Block counts after which an exit sits, the final exit included."""
         return (*self.exits, self.num_blocks)
 
+    @property
+    def stage_widths(self) -> tuple[int, int, int]:
+        """ResNet: the channels of the three resolution stages."""
+        return self.base_width, 2 * self.base_width, 4 * self.base_width
+
     def block_width(self, b: int) -> int:
         """The gated inner width of block b (what its channel groups split)."""
         if self.backbone == "resnet":
-            return (16, 32, 64)[b // self.blocks_per_stage]
+            return self.stage_widths[b // self.blocks_per_stage]
         return 4 * self.growth_rate
 
     def width_groups(self, width: int) -> int:
@@ -156,7 +163,7 @@ class ModelConfig:
     def gated_widths(self) -> list[int]:
         """Inner channel widths that are split into channel groups."""
         if self.backbone == "resnet":
-            return [16, 32, 64]
+            return list(self.stage_widths)
         return [4 * self.growth_rate]
 
     def to_dict(self) -> dict:

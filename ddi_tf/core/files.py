@@ -21,3 +21,9 @@ def write_json_atomic(path: str, obj: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_json(path: str) -> dict:
+    """The JSON object in ``path``."""
+    with open(path) as f:
+        return json.load(f)

@@ -14,6 +14,7 @@ LOG = "train.log"
 CHECKPOINTS = "checkpoints"  # ckpt-<step>: model, optimizers, step, multiplier, weight average
 QAT_CHECKPOINTS = "checkpoints_qat"
 TENSORBOARD = "tb"
+GATE_CALIBRATION = "gate_calibration.json"  # ddi_tf.training.calibrate's result (--calibrate_cost)
 REPORT = "report.json"  # ddi_tf.evaluation.evaluate.evaluate_model's result
 REPORT_PLOT = "report.png"
 

@@ -104,6 +104,10 @@ class TrainConfig:
         "target)^2), dual (squared + a multiplier learned by dual ascent, which reaches the target).",
         choices=COST_LOSSES)
     cost_dual_lr: float = setting(0.01, "Step size of the cost multiplier (--cost_loss=dual).", valid=NON_NEGATIVE)
+    calibrate_cost: bool = setting(
+        False, "After the float stages, tilt every gate's logits by one number (delta * k / G_b on the option of k "
+        "groups) so that the learned path's mean cost on the --val_size held-out training images equals "
+        "--target_cost; the gates' output bias carries it into QAT and the int8 export.")
     rl_cost_weight: float = setting(0.5, "REINFORCE reward: -CE - rl_cost_weight * cost ratio.", valid=NON_NEGATIVE)
     gate_margin: float = setting(0.0, "Weight of the gate decision-margin hinge (stages 2, 3 and QAT): keeps "
                                  "decisions away from ties that int8 rounding would flip.", valid=NON_NEGATIVE)

@@ -39,37 +39,16 @@ from ddi_tf.core import names, rundir
 from ddi_tf.core.arch import build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
-from ddi_tf.core.files import write_json_atomic
+from ddi_tf.core.files import read_json, write_json_atomic
 from ddi_tf.evaluation.evaluate import evaluate_model
 from ddi_tf.evaluation.plots import plot_report
 from ddi_tf.model.build import build_model, num_exits, set_gate_mode
 from ddi_tf.model.weights import reestimate_batch_norm
+from ddi_tf.training.calibrate import calibrate_gate_cost
 from ddi_tf.training.config import FLOAT_STAGES, STAGES, TrainConfig
 from ddi_tf.training.losses import classification_loss, cost_term, distillation_loss, gate_margin_loss, learning_rate
+from ddi_tf.training.strategy import make_strategy
 from ddi_tf.training.workdir import check_or_write_config, init_from_run
-
-
-def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
-    """The tf.distribute strategy the config names."""
-    if cfg.strategy == "default":
-        return tf.distribute.get_strategy()
-    if cfg.strategy == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    if cfg.strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-
-
-def split_cpu(devices: int) -> None:
-    """Splits the physical CPU into ``devices`` logical devices; call before TensorFlow runs anything."""
-    if devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
 
 
 def load_data(cfg: TrainConfig) -> data_lib.CifarData:
@@ -231,7 +210,8 @@ class _Trainer:
             raise ValueError(f"{stage} trains gates, but the model has none (--gate_type=none)")
 
     # --- the loop ---------------------------------------------------------------------------------------
-    def fit(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std) -> None:
+    def fit(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std,
+            val_xy: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -249,7 +229,7 @@ class _Trainer:
             for avg, var in zip(self.ema, self.averaged, strict=True):
                 avg.assign(var)
         if start >= cfg.total_steps:
-            self._finalize_float(train_xy, mean, std)
+            self._finalize_float(train_xy, mean, std, val_xy)
             self._finish_qat()
             return
         ds = data_lib.make_train_dataset(train_xy[0], train_xy[1], cfg.batch_size, cfg.seed, augment=True,
@@ -267,7 +247,7 @@ class _Trainer:
                 self.step.assign(offset)
                 continue
             if stage == "qat":
-                self._finalize_float(train_xy, mean, std)
+                self._finalize_float(train_xy, mean, std, val_xy)
                 if self.qat_model is None:
                     self.build_qat()
                     self._calibrate_qat(train_xy[0], mean, std)
@@ -291,18 +271,20 @@ class _Trainer:
                 if s % cfg.checkpoint_every == 0 or s == offset:
                     manager.save(checkpoint_number=s)
         bar.close()
-        self._finalize_float(train_xy, mean, std)
+        self._finalize_float(train_xy, mean, std, val_xy)
         self._finish_qat()
 
-    def _finalize_float(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std, batch: int = 200) -> None:
+    def _finalize_float(self, train_xy: tuple[np.ndarray, np.ndarray], mean, std,
+                        val_xy: tuple[np.ndarray, np.ndarray] | None = None, batch: int = 200) -> None:
         """Once, after the float stages: the weight average replaces the weights and the batch-norm statistics
         are re-estimated on ``bn_reestimate_batches`` batches of augmented training images (the distribution the
         network was trained on: statistics of unaugmented images, without the crops' zero borders, took the
         static ResNet-20 from 90% to 51% on the first 2,000 test images), on the learned path when gates were
-        trained, else the full one; checkpointed, so a resumed run does not redo it."""
+        trained, else the full one; then, with ``calibrate_cost``, the gates are calibrated to the target cost on the
+        held-out ``val_xy`` (``ddi_tf.training.calibrate``). Checkpointed, so a resumed run does not redo it."""
         cfg = self.cfg
         if int(self.finalized.numpy()) or int(self.step.numpy()) < cfg.float_steps or not (
-                self.ema or cfg.bn_reestimate_batches):
+                self.ema or cfg.bn_reestimate_batches or cfg.calibrate_cost):
             return
         for avg, var in zip(self.ema, self.averaged, strict=True):
             var.assign(avg)
@@ -315,6 +297,13 @@ class _Trainer:
             mode = "learned" if trained_gates else "full"
             n = reestimate_batch_norm(self.model, batches, mode)
             logging.info("batch norm: %d layers re-estimated on %d training images (%s path)", n, count, mode)
+        if cfg.calibrate_cost:
+            result = calibrate_gate_cost(self.model, self.model_cfg, *val_xy, cfg.target_cost, self.full_cost, mean,
+                                         std, cfg.eval_batch_size)
+            write_json_atomic(rundir.path(self.workdir, rundir.GATE_CALIBRATION), result)
+            logging.info("gates calibrated on %d held-out images: delta %.3f, learned-path cost %.3f -> %.3f of full "
+                         "(target %.2f)", result["images"], result["delta"], result["ratio_before"],
+                         result["ratio_after"], cfg.target_cost)
         self.finalized.assign(1)
         self.manager.save(checkpoint_number=int(self.step.numpy()))
 
@@ -368,6 +357,8 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     data = load_data(cfg)
     if model_cfg.num_classes != data.num_classes:
         raise ValueError(f"the model has {model_cfg.num_classes} classes but the data set has {data.num_classes}")
+    if cfg.calibrate_cost and not (model_cfg.gated and cfg.val_size > 0):
+        raise ValueError("--calibrate_cost needs a gated model and held-out images (--val_size > 0)")
     check_or_write_config(workdir, model_cfg, cfg)
     if cfg.latency_table:  # a table that does not fit this architecture fails now, not after training
         cost_table(build_pieces(model_cfg), "latency", latency_path=cfg.latency_table)
@@ -377,7 +368,7 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     strategy = make_strategy(cfg)
     logging.info("strategy %s, num_replicas_in_sync: %d", type(strategy).__name__, strategy.num_replicas_in_sync)
     trainer = _Trainer(model_cfg, cfg, workdir, strategy)
-    trainer.fit((x_tr, y_tr), mean, std)
+    trainer.fit((x_tr, y_tr), mean, std, (x_val, y_val))
     x_te, y_te = data.x_test, data.y_test
     if cfg.eval_limit:
         x_te, y_te = x_te[: cfg.eval_limit], y_te[: cfg.eval_limit]
@@ -386,6 +377,8 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
                             cfg.target_fractions, cfg.eval_batch_size, latency_table=cfg.latency_table)
     report["class_names"] = list(data.class_names)
     report["train_steps"] = int(trainer.step.numpy())
+    calibration = rundir.path(workdir, rundir.GATE_CALIBRATION)
+    report["gate_calibration"] = read_json(calibration) if os.path.exists(calibration) else None
     write_json_atomic(rundir.path(workdir, rundir.REPORT), report)
     plot_report({"": report}, rundir.path(workdir, rundir.REPORT_PLOT),
                 title=f"{model_cfg.backbone}-{model_cfg.depth} gates={model_cfg.gate_type} G={model_cfg.groups}")
