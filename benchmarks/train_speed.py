@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import ddi_tf  # noqa: E402,F401
@@ -64,14 +63,11 @@ FLAGS = flags.FLAGS
 
 
 def _trainer(cfg: ModelConfig, stage: str, settings: dict, variant: str, workdir: str):
-    """A trainer of ``cfg`` and its compiled step for ``stage`` under ``variant`` (the policy set while building)."""
+    """A trainer of ``cfg`` and its compiled step for ``stage`` under ``variant`` (``--mixed_precision`` as training
+    sets it)."""
     tcfg = TrainConfig(dataset="synthetic", batch_size=FLAGS.batch_size, stage1_steps=10**6, stage3_steps=10**6,
-                       **settings)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bfloat16" in variant else "float32")
-    try:
-        t = _Trainer(cfg, tcfg, workdir, tf.distribute.get_strategy())
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+                       mixed_precision="mixed_bfloat16" if "bfloat16" in variant else "float32", **settings)
+    t = _Trainer(cfg, tcfg, workdir, tf.distribute.get_strategy())
     t.configure_stage(stage)
     return t, t.make_step(stage, 0, 10**6, jit_compile="xla" in variant)
 

@@ -187,13 +187,10 @@ def test_bad_recipe_settings_are_refused(kwargs):
 
 
 def test_a_step_under_mixed_bfloat16_keeps_float32_losses_and_weights(tmp_path):
-    """benchmarks/train_speed.py times the step under tf_keras' mixed_bfloat16 policy: the logits are bfloat16
-    there, the losses (cross-entropy, distillation) must be computed in float32 and the weights stay float32."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        t = _trainer(tmp_path, width_sampling="sandwich", distill_weight=1.0, label_smoothing=0.1)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    """--mixed_precision=mixed_bfloat16 (and benchmarks/train_speed.py): the logits are bfloat16 there, the losses
+    (cross-entropy, distillation) must be computed in float32 and the weights stay float32."""
+    t = _trainer(tmp_path, width_sampling="sandwich", distill_weight=1.0, label_smoothing=0.1,
+                 mixed_precision="mixed_bfloat16")
     t.configure_stage("stage1")
     step = t.make_step("stage1", 0, 4)
     (x, y), = _batches(1)

@@ -1,8 +1,12 @@
-"""The tf.distribute strategy a training config names, and the CPU split used to test the mirrored one."""
+"""How a training runs: the tf.distribute strategy its config names, the CPU split used to test the mirrored one,
+and the compute precision of the model it trains."""
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
+import tf_keras as keras
 
 from ddi_tf.training.config import TrainConfig
 
@@ -28,3 +32,15 @@ def split_cpu(devices: int) -> None:
     if devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+
+
+@contextlib.contextmanager
+def precision(policy: str):
+    """Builds models under the tf_keras dtype policy ``policy`` (``float32``, ``mixed_bfloat16``) and restores the
+    previous one after: only the model trained in the float stages computes in reduced precision."""
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)

@@ -43,11 +43,11 @@ from ddi_tf.core.files import read_json, write_json_atomic
 from ddi_tf.evaluation.evaluate import evaluate_model
 from ddi_tf.evaluation.plots import plot_report
 from ddi_tf.model.build import build_model, num_exits, set_gate_mode
-from ddi_tf.model.weights import reestimate_batch_norm
+from ddi_tf.model.weights import copy_weights, reestimate_batch_norm
 from ddi_tf.training.calibrate import calibrate_gate_cost
 from ddi_tf.training.config import FLOAT_STAGES, STAGES, TrainConfig
 from ddi_tf.training.losses import classification_loss, cost_term, distillation_loss, gate_margin_loss, learning_rate
-from ddi_tf.training.strategy import make_strategy
+from ddi_tf.training.strategy import make_strategy, precision
 from ddi_tf.training.workdir import check_or_write_config, init_from_run
 
 
@@ -65,7 +65,8 @@ class _Trainer:
         self.table = cost_table(pieces, cfg.cost, latency_path=cfg.latency_table)
         self.full_cost = self.table.full_cost()
         with strategy.scope():
-            self.model = build_model(model_cfg, self.table)
+            with precision(cfg.mixed_precision):
+                self.model = build_model(model_cfg, self.table)
             self.active = self.model  # the model being trained: the float model, or its QAT version
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.optimizers = {s: keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.momentum,
@@ -288,6 +289,10 @@ class _Trainer:
             return
         for avg, var in zip(self.ema, self.averaged, strict=True):
             var.assign(avg)
+        model = self.model  # batch norm and gates are finished in float32 (the weights are float32 either way)
+        if cfg.mixed_precision != "float32":
+            model = build_model(self.model_cfg, self.table)
+            copy_weights(self.model, model)
         if cfg.bn_reestimate_batches:
             ds = data_lib.make_train_dataset(train_xy[0], train_xy[1], batch, cfg.seed + 1, augment=True, mean=mean,
                                              std=std, drop_remainder=False)
@@ -295,15 +300,17 @@ class _Trainer:
             count = sum(len(x) for x in batches)
             trained_gates = self.model_cfg.gated and (cfg.stage2_steps + cfg.stage3_steps + cfg.rl_steps) > 0
             mode = "learned" if trained_gates else "full"
-            n = reestimate_batch_norm(self.model, batches, mode)
+            n = reestimate_batch_norm(model, batches, mode)
             logging.info("batch norm: %d layers re-estimated on %d training images (%s path)", n, count, mode)
         if cfg.calibrate_cost:
-            result = calibrate_gate_cost(self.model, self.model_cfg, *val_xy, cfg.target_cost, self.full_cost, mean,
+            result = calibrate_gate_cost(model, self.model_cfg, *val_xy, cfg.target_cost, self.full_cost, mean,
                                          std, cfg.eval_batch_size)
             write_json_atomic(rundir.path(self.workdir, rundir.GATE_CALIBRATION), result)
             logging.info("gates calibrated on %d held-out images: delta %.3f, learned-path cost %.3f -> %.3f of full "
                          "(target %.2f)", result["images"], result["delta"], result["ratio_before"],
                          result["ratio_after"], cfg.target_cost)
+        if model is not self.model:
+            copy_weights(model, self.model)
         self.finalized.assign(1)
         self.manager.save(checkpoint_number=int(self.step.numpy()))
 
@@ -357,6 +364,9 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     data = load_data(cfg)
     if model_cfg.num_classes != data.num_classes:
         raise ValueError(f"the model has {model_cfg.num_classes} classes but the data set has {data.num_classes}")
+    if cfg.mixed_precision != "float32" and cfg.qat_steps:
+        raise ValueError(f"QAT runs in float32: train the float stages with --mixed_precision={cfg.mixed_precision}, "
+                         "then resume the finished run with --mixed_precision=float32 --qat_steps=N")
     if cfg.calibrate_cost and not (model_cfg.gated and cfg.val_size > 0):
         raise ValueError("--calibrate_cost needs a gated model and held-out images (--val_size > 0)")
     check_or_write_config(workdir, model_cfg, cfg)
@@ -373,7 +383,11 @@ def train_and_evaluate(model_cfg: ModelConfig, cfg: TrainConfig, workdir: str) -
     if cfg.eval_limit:
         x_te, y_te = x_te[: cfg.eval_limit], y_te[: cfg.eval_limit]
     logging.info("evaluating on %d test images (%d validation images for calibration)", len(y_te), len(y_val))
-    report = evaluate_model(model_cfg, trainer.model, (x_val, y_val), (x_te, y_te), mean, std, cfg.budget_fractions,
+    model = trainer.model
+    if cfg.mixed_precision != "float32":  # evaluate the float32 weights in float32
+        model = build_model(model_cfg, trainer.table)
+        copy_weights(trainer.model, model)
+    report = evaluate_model(model_cfg, model, (x_val, y_val), (x_te, y_te), mean, std, cfg.budget_fractions,
                             cfg.target_fractions, cfg.eval_batch_size, latency_table=cfg.latency_table)
     report["class_names"] = list(data.class_names)
     report["train_steps"] = int(trainer.step.numpy())

@@ -42,7 +42,12 @@ EXTENDABLE_KEYS = {"qat_steps", "qat_lr", "gate_margin", "gate_margin_target"}
 # trained backbone can be branched (copied) into several gate trainings (the cost ablations of the baselines study).
 GATE_STAGE_KEYS = {"stage2_steps", "stage3_steps", "rl_steps", "gate_lr", "finetune_lr", "rl_lr", "cost",
                    "target_cost", "cost_weight", "rl_cost_weight", "gate_margin", "gate_margin_target", "cost_loss",
-                   "cost_dual_lr"}
+                   "cost_dual_lr", "calibrate_cost"}
+
+
+# Settings that may change once the float stages are over (the run's weights are float32 under either precision):
+# the float stages trained with mixed precision, then the finished run resumed in float32 for QAT.
+FLOAT_DONE_KEYS = {"mixed_precision"}
 
 
 def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
@@ -57,6 +62,9 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
             diffs.append(f"config version {old.get('version')} != {CONFIG_VERSION}")
         done = checkpoint_step(rundir.path(workdir, rundir.CHECKPOINTS))
         within_stage1 = done is not None and done <= old.get("train", {}).get("stage1_steps", -1)
+        old_train = old.get("train", {})
+        float_steps = sum(old_train.get(f"{s}_steps", 0) for s in ("stage1", "stage2", "stage3", "rl"))
+        float_done = done is not None and done >= float_steps
         defaults = {"model": _jsonable(dataclasses.asdict(ModelConfig())),
                     "train": _jsonable(dataclasses.asdict(TrainConfig()))}
         for section in ("model", "train"):
@@ -69,6 +77,8 @@ def check_or_write_config(workdir: str, model_cfg: ModelConfig, train_cfg: Train
                     continue  # a finished float run may be extended with a QAT stage
                 if section == "train" and k in GATE_STAGE_KEYS and within_stage1:
                     continue  # a run still in (or just at the end of) stage 1 may branch into other gate settings
+                if section == "train" and k in FLOAT_DONE_KEYS and float_done:
+                    continue
                 if k not in a and b.get(k) == defaults[section].get(k):
                     continue  # a setting added after the run started, left at its default
                 if a.get(k) != b.get(k):
