@@ -58,7 +58,7 @@ if [ ! -f "$RUNS/abl_g16_qat/report.json" ]; then
   rm -rf "$RUNS/abl_g16_qat" && mkdir "$RUNS/abl_g16_qat"
   cp -r "$RUNS"/abl_g16/{checkpoints,config.json,flags.txt} "$RUNS/abl_g16_qat/"
   python -m ddi_tf.train --data_dir="$DDI_DATA" --flagfile=$FLAGS --min_group_channels=16 --init_from="$RUNS/abl_stage1" --stage1_steps=0 \
-      --workdir="$RUNS/abl_g16_qat" --qat_steps=2000 --qat_lr=0.001 --gate_margin=1.0 --gate_margin_target=0.5
+      --workdir="$RUNS/abl_g16_qat" --mixed_precision=float32 --qat_steps=2000 --qat_lr=0.001 --gate_margin=1.0 --gate_margin_target=0.5
 fi
 [ -f exports/abl_g16_qat/manifest.json ] || python -m ddi_tf.export --workdir="$RUNS/abl_g16_qat" \
     --out=exports/abl_g16_qat --json=docs/results/export_abl_g16_qat.json

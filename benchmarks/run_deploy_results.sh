@@ -14,7 +14,7 @@ if [ ! -f "$RUNS/cifar_cpu_qatm/report.json" ]; then
   rm -rf "$RUNS/cifar_cpu_qatm" && mkdir "$RUNS/cifar_cpu_qatm"
   cp -r "$RUNS"/cifar_cpu/{checkpoints,config.json,flags.txt} "$RUNS/cifar_cpu_qatm/"
   python -m ddi_tf.train --data_dir="$DDI_DATA" --flagfile=configs/cifar_cpu.flags --workdir="$RUNS/cifar_cpu_qatm" \
-      --qat_steps=2000 --qat_lr=0.001 --gate_margin=1.0 --gate_margin_target=0.5
+      --mixed_precision=float32 --qat_steps=2000 --qat_lr=0.001 --gate_margin=1.0 --gate_margin_target=0.5
 fi
 for run in cifar_cpu cifar_cpu_qatm cifar_cpu_backbone; do
   python -m ddi_tf.export --workdir="$RUNS/$run" --out="exports/$run" --json="$OUT/export_$run.json"

@@ -13,7 +13,7 @@ if [ ! -d "$R" ]; then
   mkdir "$R" && cp -r "$RUNS"/cifar_cpu_t050_dl01/{checkpoints,config.json,flags.txt} "$R/"
 fi
 python -m ddi_tf.train --data_dir="$DDI_DATA" --flagfile=configs/cifar_cpu.flags  \
-    --target_cost=0.5 --workdir="$R" --qat_steps=2000 --qat_lr=0.001
+    --target_cost=0.5 --workdir="$R" --mixed_precision=float32 --qat_steps=2000 --qat_lr=0.001
 python -m ddi_tf.data --data_dir="$DDI_DATA" --write_test_npz="$RUNS/test.npz"
 python -m ddi_tf.export --workdir="$R" --out="$E" --json="$OUT/export_cifar_cpu_t050_qat.json"
 python -m ddi_tf.parity --workdir="$R" --model_dir="$E" --limit=1000 --json="$OUT/parity_cifar_cpu_t050_qat.json" > /dev/null
