@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import tf_keras as keras
 from hypothesis import given, settings
@@ -37,7 +38,8 @@ def test_half_width_resnet20_costs_about_a_quarter():
                                  dataclasses.replace(TINY, base_width=8, groups=2)],
                          ids=["ff", "rnn", "static", "densenet", "half_width"])
 def test_counted_macs_equal_the_keras_layers(cfg):
-    """Full-path MACs of the piece table == MACs from every Conv2D/Dense of the built model."""
+    """Full-path MACs of the piece table == MACs from every Conv2D/Dense of the built model, and of the exit
+    heads' 2x2 average pools, which deploy as stride-2 depthwise convs (4 MACs an output)."""
     model = build_model(cfg)
     total, seen_dense = 0, set()
     for layer in model.layers:
@@ -49,6 +51,8 @@ def test_counted_macs_equal_the_keras_layers(cfg):
             calls = len(layer.inbound_nodes)  # shared LSTM/output dense run once per gate
             total += calls * layer.kernel.shape[0] * layer.kernel.shape[1]
             seen_dense.add(layer.name)
+        elif isinstance(layer, keras.layers.AveragePooling2D) and layer.name.startswith("exit"):
+            total += 4 * int(np.prod(layer.output.shape[1:]))
     assert total == full_macs(build_pieces(cfg))
     # and the model's own accounting on the all-full path agrees
     set_gate_mode(model, "full")

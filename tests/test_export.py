@@ -141,3 +141,40 @@ def test_int8_budget_policy_never_exceeds_its_budget(exported):
         budget = float(rng.uniform(lo, hi))
         r = loop.run(img, budget)
         assert r.cost <= budget and r.pred >= 0
+
+
+def test_exit_pool_runs_as_a_depthwise_conv_that_matches_average_pool(exported):
+    """Issue 14 item 3: the exit heads' 2x2 pool is a stride-2 depthwise conv (XNNPACK and CMSIS-NN run it; they do
+    not take int8 AVERAGE_POOL_2D), computing what AVERAGE_POOL_2D computes to within one LSB of the pooled map."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ddi_tf.deploy.convert import convert_piece
+    from ddi_tf.deploy.pieces import ExportError, build_piece_models, calibrate_edges, representative_inputs
+
+    workdir, _, manifest, data = exported
+    exit0 = next(p for p in manifest["pieces"] if p["name"] == "exit0")["options"][0]
+    assert "DEPTHWISE_CONV_2D" in exit0["ops"] and "AVERAGE_POOL_2D" not in exit0["ops"]
+    cfg, _, model = export_lib.load_trained(workdir)
+    mean, std = data_lib.normalization_for("cifar10")
+    ranges, edges = calibrate_edges(cfg, model, data.x_train[:64], mean, std)
+    logits = {}
+    for op in ("depthwise", "average"):
+        pm = next(p for p in build_piece_models(cfg, model, ranges, mean, std, exit_pool=op) if p.piece == "exit0")
+        rep = representative_inputs(pm, data.x_train[:64], edges, ranges)
+        interp = Interpreter(model_content=convert_piece(pm, rep))
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        scale, zp = inp["quantization"]
+        outs = []
+        for x in rep[:-1]:  # the exit's real inputs (the last sample is the range probe)
+            q = np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
+            interp.set_tensor(inp["index"], q[None])
+            interp.invoke()
+            outs.append(interp.get_tensor(out["index"])[0].astype(np.float64))
+        logits[op] = (np.array(outs) - out["quantization"][1]) * out["quantization"][0]
+    agree = np.mean(np.argmax(logits["depthwise"], 1) == np.argmax(logits["average"], 1))
+    assert agree >= 0.95, agree
+    spread = np.ptp(logits["average"])
+    assert np.max(np.abs(logits["depthwise"] - logits["average"])) <= 0.1 * spread
+    with pytest.raises(ExportError, match="exit_pool"):
+        build_piece_models(cfg, model, ranges, mean, std, exit_pool="max")

@@ -142,8 +142,8 @@ def _exit_layers(cfg: ModelConfig, j: int, hw: int, c: int, final: bool, preact:
     if final:
         return (*layers, _pool(names.exit(j, "gap"), hw, 1, c), _dense(names.exit(j, "fc"), c, cfg.num_classes))
     hw2 = hw // 2 if hw > 4 else hw
-    if hw2 != hw:
-        layers.append(_pool(names.exit(j, "pool"), hw, hw2, c))
+    if hw2 != hw:  # deployed as a stride-2 depthwise conv with weights 1/4 (ddi_tf.deploy.pieces): 4 MACs an output
+        layers.append(LayerCost(names.exit(j, "pool"), "conv", hw2 * hw2 * c * 4, 4 * c, hw * hw * c, hw2 * hw2 * c))
     e = cfg.exit_width
     layers += [_conv(names.exit(j, "conv"), hw2, 1, c, e, hw2), _pool(names.exit(j, "gap"), hw2, 1, e),
                _dense(names.exit(j, "fc"), e, cfg.num_classes)]

@@ -69,6 +69,23 @@ def _global_pool(x):
     return keras.layers.Reshape((x.shape[3],))(h)
 
 
+EXIT_POOLS = ("depthwise", "average")
+
+
+def _pool2(x, op: str):
+    """The exit heads' 2x2 average pool. ``depthwise`` (what the export writes, and what ``ddi_tf.core.arch``
+    counts: 4 MACs an output): a stride-2 depthwise conv with weights 1/4 (exact in int8: per-channel weight 127
+    at scale 1/508), which XNNPACK and CMSIS-NN accelerate; XNNPACK does not take int8 AVERAGE_POOL_2D (16.8 us vs
+    4.2 us on a 32x32x16 map, issue 14). ``average``: AVERAGE_POOL_2D, for comparisons only (its piece no longer
+    has the MACs the cost table gives the exit)."""
+    if op == "average":
+        return keras.layers.AveragePooling2D(2)(x)
+    layer = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False)
+    y = layer(x)
+    layer.set_weights([np.full((2, 2, x.shape[3], 1), 0.25, np.float32)])
+    return y
+
+
 def _dense(x, model: keras.Model, name: str):
     src = model.get_layer(name)
     layer = keras.layers.Dense(src.units, name=name)
@@ -96,7 +113,8 @@ class PieceModel:
 
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
-                       mean, std, inner: dict[str, tuple[float, float]] | None = None) -> list[PieceModel]:
+                       mean, std, inner: dict[str, tuple[float, float]] | None = None,
+                       exit_pool: str = "depthwise") -> list[PieceModel]:
     """The float piece models of a trained ResNet DDI (or static) model, one per option of every piece of
     ``ddi_tf.core.arch.build_pieces(cfg)`` (the network description the cost table and the Keras builder share:
     shapes, strides, projections, option widths and exit heads all come from it).
@@ -109,12 +127,15 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
       inner: the activation ranges of a QAT model by layer name (``ddi_tf.quant.qat.activation_ranges``), imposed
         on the matching tensors inside the pieces so that int8 computes what the QAT model simulated; None
         (post-training quantization): the converter calibrates them on the representative data.
+      exit_pool: how the exit heads compute their 2x2 average pool (``EXIT_POOLS``; see ``_pool2``).
     """
     if cfg.backbone != "resnet":
         raise ExportError("export supports the ResNet backbone so far (DenseNet export is not implemented)")
     if cfg.gate_type == "rnn":
         raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
-    builder = _PieceBuilder(cfg, model, ranges, inner)
+    if exit_pool not in EXIT_POOLS:
+        raise ExportError(f"exit_pool {exit_pool!r} is not one of {', '.join(EXIT_POOLS)}")
+    builder = _PieceBuilder(cfg, model, ranges, inner, exit_pool)
     out: list[PieceModel] = []
     edge, feeds = "image", None  # the feature edge the next piece reads, and the float layer that writes it
     for piece in build_pieces(cfg):
@@ -138,8 +159,8 @@ class _PieceBuilder:
     """Turns one piece option of the network description into a float Keras model with fixed boundary ranges."""
 
     def __init__(self, cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
-                 inner: dict[str, tuple[float, float]] | None):
-        self.cfg, self.model, self.ranges, self.inner = cfg, model, ranges, inner
+                 inner: dict[str, tuple[float, float]] | None, exit_pool: str = "depthwise"):
+        self.cfg, self.model, self.ranges, self.inner, self.exit_pool = cfg, model, ranges, inner, exit_pool
 
     def fq(self, h, name: str):
         """The QAT model's range for the output of its layer ``name``, when there is one."""
@@ -208,7 +229,9 @@ class _PieceBuilder:
         j, fq, (option,) = piece.index, self.fq, piece.options
         x, h = self.inp(edge, piece.in_shape)
         if option.layer(names.exit(j, "pool")) is not None:
-            h = keras.layers.AveragePooling2D(2)(h)
+            # The mean of a 2x2 window stays in the edge's range: pinning the pool's output to it keeps the
+            # input's scale, as AVERAGE_POOL_2D does and as the QAT model (no quantizer after its pool) simulated.
+            h = FixedRange(*self.ranges[edge], name="pool_range")(_pool2(h, self.exit_pool))
         if option.layer(names.exit(j, "conv")) is not None:
             folded = _fold(self.model, names.exit(j, "conv"), names.exit(j, "conv_bn"))
             h = fq(keras.layers.ReLU()(_conv(h, *folded)), names.exit(j, "conv_relu"))
