@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, default=1, help="CPU threads per interpreter")
     common.add_argument("--delegate", default="default", choices=DELEGATES,
                         help="default CPU path (XNNPACK on LiteRT), none (builtin kernels), or edgetpu")
+    common.add_argument("--loop", default="auto", choices=["auto", "c", "python"],
+                        help="per-sample loop: auto (C where the extension was built), c, or python (the reference)")
     budget = argparse.ArgumentParser(add_help=False)
     group = budget.add_mutually_exclusive_group()
     none = "; positive, or inf: no budget (the default)"
@@ -115,7 +117,7 @@ def evaluate(sched: Scheduler, x: np.ndarray, y: np.ndarray, kind: str, budget: 
         "exit_histogram": np.bincount([r.exit for r in results if r.exit >= 0],
                                       minlength=sched.num_exits).tolist(),
         "interpreter": sched.backend, "delegate": sched.delegate, "thresholds": thresholds,
-        "defer_exits": defer_exits,
+        "defer_exits": defer_exits, "loop": sched.loop,
     }
     if kind == "ms":
         out["deadline_misses"] = int((lat > budget).sum())
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         latency_table = getattr(args, "latency_table", None)
         sched = Scheduler(args.model_dir, args.interpreter, args.threads, args.delegate, latency_table,
-                          getattr(args, "latency_margin", 0.1))
+                          getattr(args, "latency_margin", 0.1), loop=args.loop)
         if args.command == "profile":
             table = sched.profile(args.repeats)
             path = args.out or os.path.join(args.model_dir, "latency.json")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result['examples']} examples  {limit}  accuracy {result['accuracy']:.4f}  "
                   f"mean MACs {result['mean_macs']:.4g}  max MACs {result['max_macs']:.4g}  "
                   f"over budget {result['over_budget']}  latency p50 {result['latency_ms']['p50']:.3f} ms  "
-                  f"({result['interpreter']})")
+                  f"({result['interpreter']}, {result['loop']} loop)")
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(result, f, indent=2)

@@ -7,6 +7,10 @@ gated block the scheduler runs the gate's choice (the argmax of its int8 logits,
 or the widest cheaper option that fits. An exit answers
 early when its max softmax reaches its threshold. A budget below the cheapest way to the first exit is an
 error before any sample runs; so is a budget that is NaN, zero or negative (``inf`` means no budget).
+
+Each sample runs through the C loop (``ddi_runtime.cloop``: the same rule, from ``micro/ddi_sched.c``) where
+the optional extension was built, else through the Python loop here (``Scheduler.run_python``, the reference);
+``Scheduler.loop`` says which.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 
 import numpy as np
 
+from ddi_runtime import cloop
 from ddi_runtime.interpreters import choose_backend, make_interpreter
 from ddi_runtime.latency import load_latency_table
 from ddi_runtime.manifest import ModelError, load_manifest
@@ -59,6 +64,17 @@ class Result:
     halted: bool
 
 
+def _checked_image(image_uint8: np.ndarray, budget: float, kind: str) -> np.ndarray:
+    """The image as an array, after the per-sample checks: BudgetError for a NaN, zero or negative budget,
+    ValueError for anything but a (32, 32, 3) uint8 image."""
+    if not budget > 0.0:  # (NaN too: it compares false with every cost and would mean no budget at all)
+        check_budget_value(budget, kind)
+    image_uint8 = np.asarray(image_uint8)
+    if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
+        raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
+    return image_uint8
+
+
 def gate_choice(logits: np.ndarray) -> int:
     """A gate's option from its int8 logits: the argmax, and on a tie the widest option (the last maximum).
 
@@ -87,10 +103,16 @@ class Scheduler:
       delegate: ``default``, ``none`` (builtin kernels, no XNNPACK: the parity reference) or ``edgetpu``.
       latency_table: latency.json for millisecond budgets (default: ``model_dir/latency.json`` if present).
       latency_margin: planned latency = measured x (1 + margin).
+      loop: the per-sample loop: ``auto`` (the C loop where the extension was built and the interpreters allow it,
+        else the Python loop, with a one-line notice), ``c`` (RuntimeSetupError when the C loop cannot run) or
+        ``python``. Both give the same results; ``self.loop`` is ``"c"`` or ``"python"``, the one that runs.
     """
 
     def __init__(self, model_dir: str, interpreter: str = "auto", threads: int = 1, delegate: str = "default",
-                 latency_table: str | None = None, latency_margin: float = 0.1):
+                 latency_table: str | None = None, latency_margin: float = 0.1, loop: str = "auto"):
+        if loop not in cloop.LOOPS:
+            raise cloop.CLoopUnavailableError(f"unknown loop {loop!r}; valid: {', '.join(cloop.LOOPS)}")
+        self.loop_request = loop
         self.model_dir = model_dir
         self.manifest = load_manifest(model_dir)
         self.backend = choose_backend(interpreter)
@@ -129,6 +151,7 @@ class Scheduler:
                        for p in self.manifest["pieces"]]
         self._flat_for: tuple | None = None
         self._flat: list[tuple] = []
+        self._cloop, self.loop = cloop.attach(self.manifest, interps, self.delegate, self.num_exits, self.loop_request)
 
     def _flatten(self, costs: list[list[float]], reserves: list[float], defer_exits: bool) -> list[tuple]:
         """The per-sample loop's steps for one plan: (kind, first option, options, costs, reserve, ahead).
@@ -197,6 +220,19 @@ class Scheduler:
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
             thresholds: list[float] | float | None = None, plan: tuple | None = None,
             defer_exits: bool = False) -> Result:
+        """Classifies one (32, 32, 3) uint8 image within ``budget``: ``run_python`` (its arguments and rules),
+        through the C loop when ``self.loop == "c"`` (the same results, the same errors)."""
+        if self._cloop is not None:
+            image = _checked_image(image_uint8, budget, kind)
+            costs, reserves = plan or self.costs(kind)
+            out = self._cloop.run(image, budget, costs, reserves, thresholds, defer_exits)
+            if out is not None:
+                return Result(*out)
+        return self.run_python(image_uint8, budget, kind, thresholds, plan, defer_exits)
+
+    def run_python(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
+                   thresholds: list[float] | float | None = None, plan: tuple | None = None,
+                   defer_exits: bool = False) -> Result:
         """Classifies one (32, 32, 3) uint8 image within ``budget`` (in ``kind`` units; ``inf``: no budget).
 
         A NaN, zero or negative budget is a BudgetError (``check_budget`` also refuses one below the cheapest
@@ -213,11 +249,7 @@ class Scheduler:
         (docs/RESULTS.md section 3). With a budget that does not bind, only the last exit runs. Off by default,
         so that decisions and costs match the Keras policy and the C core exactly, exit by exit.
         """
-        if not budget > 0.0:  # (NaN too: it compares false with every cost and would mean no budget at all)
-            check_budget_value(budget, kind)
-        image_uint8 = np.asarray(image_uint8)
-        if image_uint8.shape != (32, 32, 3) or image_uint8.dtype != np.uint8:
-            raise ValueError(f"expected a (32, 32, 3) uint8 image, got {image_uint8.shape} {image_uint8.dtype}")
+        image_uint8 = _checked_image(image_uint8, budget, kind)
         costs, reserves = plan or self.costs(kind)
         n_exits = self.num_exits
         if self._flat_for is None or self._flat_for[0] is not costs or self._flat_for[1] != defer_exits:
