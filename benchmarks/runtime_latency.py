@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,14 +46,19 @@ def main() -> None:
     ap.add_argument("--defer_exits", action="store_true",
                     help="also run every budget with exits deferred (ddi_runtime --defer_exits; configs defer@f)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--loop", default="auto", choices=["auto", "c", "python"],
+                    help="the scheduler's per-sample loop (ddi_runtime.Scheduler(loop=...)); auto: C where built")
     ap.add_argument("--out", required=True, help="output prefix (.json and .png)")
+    ap.add_argument("--contract", default=None,
+                    help="also write the issue-14 benchmark contract here (docs/results/runtime_<delegate>.json): "
+                         "per budget the latency/MACs saving ratio and the overhead of each round")
     args = ap.parse_args()
 
     x, y = load_npz(args.data, args.limit)
     backend = choose_backend(args.interpreter)
-    static = Scheduler(args.static, args.interpreter, args.threads, args.delegate)
+    static = Scheduler(args.static, args.interpreter, args.threads, args.delegate, loop=args.loop)
     static_macs = sum(max(c) for c in static.costs("macs")[0])
-    sched = Scheduler(args.ddi, args.interpreter, args.threads, args.delegate)
+    sched = Scheduler(args.ddi, args.interpreter, args.threads, args.delegate, loop=args.loop)
     fractions = [float(v) for v in args.budget_fractions.split(",")]
     configs = ["static"] + [f"ddi@{f:g}" for f in fractions]
     if args.defer_exits:
@@ -95,7 +101,10 @@ def main() -> None:
         r["latency_over_macs_saving"] = lat_saving / mac_saving if mac_saving > 0.02 else None
         rows.append(r)
     out = {"examples": int(len(x)), "interpreter": backend, "delegate": args.delegate, "threads": args.threads,
-           "static_macs": static_macs, "rows": rows}
+           "loop": sched.loop, "static_macs": static_macs, "rows": rows}
+    if args.contract:
+        contract = _contract(args, sched.loop, runs, res, static_macs, len(x))
+        Path(args.contract).write_text(json.dumps(contract, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
@@ -131,6 +140,38 @@ def main() -> None:
     a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=110)
+
+
+def _contract(args, loop: str, runs: dict[str, list], res: dict[str, dict], static_macs: float, n: int) -> dict:
+    """The issue-14 contract: for each budget (``defer@f`` with --defer_exits, else ``ddi@f``) and each round,
+    ratio = latency saving / MACs saving against the static network in the same round, overhead = time outside
+    ``invoke`` / total."""
+
+    def per_round(c: str) -> list[tuple[float, float]]:
+        out = []
+        for r in range(args.rounds):
+            rs = runs[c][r * n:(r + 1) * n]
+            ms, inv = np.array([q.latency_ms for q in rs]), np.array([q.invoke_ms for q in rs])
+            out.append((float(ms.mean()), float(1 - inv.sum() / ms.sum())))
+        return out
+
+    base = per_round("static")
+    budgets = []
+    rule = "defer@" if args.defer_exits else "ddi@"  # with --defer_exits, the deployment setting is reported
+    for c in (c for c in runs if c.startswith(rule)):
+        mac_saving = 1 - res[c]["mean_macs"] / static_macs
+        rounds = per_round(c)
+        budgets.append({"fraction": float(c.split("@")[1]),
+                        "ratio": [(1 - ms / b[0]) / mac_saving if mac_saving > 0.02 else None
+                                  for (ms, _), b in zip(rounds, base, strict=True)],
+                        "overhead": [o for _, o in rounds], "accuracy": res[c]["accuracy"],
+                        "over_budget": res[c]["over_budget"], "mean_macs": res[c]["mean_macs"]})
+    return {"delegate": "xnnpack" if args.delegate == "default" else "none", "loop": loop,
+            "model": os.path.basename(os.path.normpath(args.ddi)),
+            "static": os.path.basename(os.path.normpath(args.static)),
+            "exits": "deferred" if args.defer_exits else "every", "examples": n, "threads": args.threads,
+            "runs": args.rounds, "budgets": budgets,
+            "static_overhead": [o for _, o in base]}
 
 
 if __name__ == "__main__":
