@@ -56,14 +56,22 @@ int ddi_reserves(const ddi_model *m, int32_t cost_kind, double *out) {
   return DDI_OK;
 }
 
+/* The least budget with which the cheapest path reaches the first exit: the maximum over the pieces up to it of
+ * (spent + min cost) + reserve, the sums the halting rule in ddi_next makes (with fractional costs they differ in
+ * the last bit; with MACs all are equal). */
 int ddi_cheapest_answer(const ddi_model *m, int32_t cost_kind, double *out) {
   int32_t i;
-  double total = 0.0;
-  if (!valid_model(m) || !valid_kind(cost_kind) || out == NULL) return DDI_ERR_ARG;
+  double spent = 0.0, least = 0.0;
+  double reserves[DDI_MAX_PIECES];
+  int rc = ddi_reserves(m, cost_kind, reserves);
+  if (rc != DDI_OK || out == NULL) return DDI_ERR_ARG;
   for (i = 0; i < m->num_pieces; ++i) {
-    total += min_cost(&m->pieces[i], cost_kind);
+    double c = min_cost(&m->pieces[i], cost_kind);
+    double v = spent + c + reserves[i];
+    if (v > least) least = v;
+    spent += c;
     if (m->pieces[i].kind == DDI_EXIT) {
-      *out = total;
+      *out = least;
       return DDI_OK;
     }
   }

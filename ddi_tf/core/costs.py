@@ -95,12 +95,20 @@ class CostTable:
         return out
 
     def cheapest_answer(self) -> float:
-        """The least cost of any path that reaches the first exit: budgets below it are an error."""
-        total = 0.0
-        for kind, costs in zip(self.kinds, self.costs, strict=True):
-            total += min(costs)
+        """The least budget with which the cheapest path reaches the first exit: budgets below it are an error.
+
+        The halting rule checks ``(spent + min(costs)) + reserve > budget`` before each piece, which sums the same
+        costs in another order at every piece; with fractional costs (energy, latency) those sums differ in the
+        last bit, so the least budget that passes every check is their maximum (with MACs all are equal). The
+        board runtime (``ddi_runtime.Scheduler.cheapest_answer``) and the C core (``ddi_cheapest_answer``)
+        compute it the same way.
+        """
+        spent, least = 0.0, 0.0
+        for kind, costs, reserve in zip(self.kinds, self.costs, self.reserves(), strict=True):
+            least = max(least, spent + min(costs) + reserve)
+            spent += min(costs)
             if kind == "exit":
-                return total
+                return least
         raise CostError("the network has no exit")
 
     def full_cost(self) -> float:

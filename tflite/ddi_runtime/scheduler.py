@@ -192,13 +192,16 @@ class Scheduler:
         return costs, reserves
 
     def cheapest_answer(self, kind: str) -> float:
-        """The least cost of any path to the first exit."""
-        costs, _ = self.costs(kind)
-        total = 0.0
-        for p, c in zip(self.manifest["pieces"], costs, strict=True):
-            total += min(c)
+        """The least budget with which the cheapest path reaches the first exit: the maximum over the pieces up to
+        it of ``(spent + min(costs)) + reserve``, the halting rule's own sums (with fractional costs they differ in
+        the last bit; ``ddi_tf.core.costs.CostTable.cheapest_answer`` and the C core compute it the same way)."""
+        costs, reserves = self.costs(kind)
+        spent, least = 0.0, 0.0
+        for p, c, reserve in zip(self.manifest["pieces"], costs, reserves, strict=True):
+            least = max(least, spent + min(c) + reserve)
+            spent += min(c)
             if p["kind"] == "exit":
-                return total
+                return least
         raise ModelError("the export has no exit")
 
     def check_budget(self, kind: str, budget: float) -> None:
