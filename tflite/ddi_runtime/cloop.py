@@ -117,12 +117,18 @@ def _runner(interp: Any, i: int, o: int, direct: bool) -> tuple:
     return fn, me, interp.invoke, interp, in_addr, in_bytes, out_addr, out_bytes
 
 
-def _confidence(logits: bytes, scale: float, zero_point: int) -> float:
-    """The Python loop's exit confidence (numpy), asked by the C loop only where its own is within 1e-9 of the
-    threshold: numpy's float64 exp may differ from libm's by an ulp, and the Python loop is the reference."""
-    z = (np.frombuffer(logits, np.int8).astype(np.float64) - zero_point) * scale
+def exit_confidence(logits: np.ndarray, scale: float, zero_point: int) -> float:
+    """An exit's confidence: the max softmax of its dequantised int8 logits (numpy float64), the Python loop's
+    rule (``Scheduler.run_python``)."""
+    z = (logits.astype(np.float64) - zero_point) * scale
     e = np.exp(z - z.max())
     return float(e.max() / e.sum())
+
+
+def _confidence(logits: bytes, scale: float, zero_point: int) -> float:
+    """``exit_confidence``, asked by the C loop only where its own is within 1e-9 of the threshold: numpy's
+    float64 exp may differ from libm's by an ulp, and the Python loop is the reference."""
+    return exit_confidence(np.frombuffer(logits, np.int8), scale, zero_point)
 
 
 class CLoop:
@@ -147,7 +153,6 @@ class CLoop:
                     q = o.get("output") or {}
                     if p["kind"] == "exit":
                         exit_sizes.add(runners[-1][7])
-                        q = o["output"]
                     opts.append((False, len(runners) - 1, float(o["macs"]), float(q.get("scale", 1.0)),
                                  int(q.get("zero_point", 0))))
                 pieces.append((KINDS.get(p["kind"], 0), tuple(opts)))

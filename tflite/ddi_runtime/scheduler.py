@@ -216,9 +216,7 @@ class Scheduler:
     @staticmethod
     def _confidence(option: dict, logits: np.ndarray) -> float:
         q = option["output"]
-        z = (logits.astype(np.float64) - q["zero_point"]) * q["scale"]
-        e = np.exp(z - z.max())
-        return float(e.max() / e.sum())
+        return cloop.exit_confidence(logits, q["scale"], q["zero_point"])
 
     def run(self, image_uint8: np.ndarray, budget: float = math.inf, kind: str = "macs",
             thresholds: list[float] | float | None = None, plan: tuple | None = None,
