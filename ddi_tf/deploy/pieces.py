@@ -61,12 +61,22 @@ def _conv(x, kernel: np.ndarray, bias: np.ndarray, stride: int = 1, name: str | 
     return y
 
 
-def _global_pool(x):
-    """Global average pooling as MEAN with keep_dims + RESHAPE: the same arithmetic as GlobalAveragePooling2D,
-    but TFLite's builtin int8 MEAN is about 28x faster with keep_dims (0.005 ms vs 0.134 ms on a 32x32x16 map,
-    measured here), which made every gate as slow as a whole residual block."""
-    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+def _global_pool(x, op: str = "mean"):
+    """Global average pooling, as one of ``GATE_POOLS`` + RESHAPE (the same arithmetic as GlobalAveragePooling2D).
+
+    ``mean``: MEAN with keep_dims (TFLite's builtin int8 MEAN is about 28x faster with keep_dims than without:
+    0.005 ms vs 0.134 ms on a 32x32x16 map, measured earlier). ``average``: one AVERAGE_POOL_2D whose window is
+    the whole map; the caller pins its output to its input's range (int8 average pooling keeps the input's scale).
+    On TFLite Micro's kernels the average pool is ~20x faster than MEAN (7 vs 160 us for a gate at 32x32x16 on
+    the host), on XNNPACK ~2 us slower (3.9 vs 1.8 us): docs/RESULTS.md section 4."""
+    if op == "average":
+        h = keras.layers.AveragePooling2D((x.shape[1], x.shape[2]))(x)
+    else:
+        h = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
     return keras.layers.Reshape((x.shape[3],))(h)
+
+
+GATE_POOLS = ("mean", "average")
 
 
 EXIT_POOLS = ("depthwise", "average")
@@ -105,6 +115,7 @@ class PieceModel:
     in_edge: str
     out_edge: str | None  # None for logits outputs
     feeds_from: str | None  # float model layer whose output is this piece's input (None: the image)
+    global_probe: bool = False  # a global AVERAGE_POOL_2D reads the input: calibrate it on a whole map at the max
 
     @property
     def key(self) -> str:
@@ -114,7 +125,7 @@ class PieceModel:
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
                        mean, std, inner: dict[str, tuple[float, float]] | None = None,
-                       exit_pool: str = "depthwise") -> list[PieceModel]:
+                       exit_pool: str = "depthwise", gate_pool: str = "mean") -> list[PieceModel]:
     """The float piece models of a trained ResNet DDI (or static) model, one per option of every piece of
     ``ddi_tf.core.arch.build_pieces(cfg)`` (the network description the cost table and the Keras builder share:
     shapes, strides, projections, option widths and exit heads all come from it).
@@ -128,6 +139,8 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
         on the matching tensors inside the pieces so that int8 computes what the QAT model simulated; None
         (post-training quantization): the converter calibrates them on the representative data.
       exit_pool: how the exit heads compute their 2x2 average pool (``EXIT_POOLS``; see ``_pool2``).
+      gate_pool: how the gates compute their global average pool (``GATE_POOLS``; see ``_global_pool``):
+        ``mean`` for LiteRT / XNNPACK, ``average`` for TensorFlow Lite Micro.
     """
     if cfg.backbone != "resnet":
         raise ExportError("export supports the ResNet backbone so far (DenseNet export is not implemented)")
@@ -135,7 +148,9 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
         raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
     if exit_pool not in EXIT_POOLS:
         raise ExportError(f"exit_pool {exit_pool!r} is not one of {', '.join(EXIT_POOLS)}")
-    builder = _PieceBuilder(cfg, model, ranges, inner, exit_pool)
+    if gate_pool not in GATE_POOLS:
+        raise ExportError(f"gate_pool {gate_pool!r} is not one of {', '.join(GATE_POOLS)}")
+    builder = _PieceBuilder(cfg, model, ranges, inner, exit_pool, gate_pool)
     out: list[PieceModel] = []
     edge, feeds = "image", None  # the feature edge the next piece reads, and the float layer that writes it
     for piece in build_pieces(cfg):
@@ -159,8 +174,10 @@ class _PieceBuilder:
     """Turns one piece option of the network description into a float Keras model with fixed boundary ranges."""
 
     def __init__(self, cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
-                 inner: dict[str, tuple[float, float]] | None, exit_pool: str = "depthwise"):
-        self.cfg, self.model, self.ranges, self.inner, self.exit_pool = cfg, model, ranges, inner, exit_pool
+                 inner: dict[str, tuple[float, float]] | None, exit_pool: str = "depthwise",
+                 gate_pool: str = "mean"):
+        self.cfg, self.model, self.ranges, self.inner = cfg, model, ranges, inner
+        self.exit_pool, self.gate_pool = exit_pool, gate_pool
 
     def fq(self, h, name: str):
         """The QAT model's range for the output of its layer ``name``, when there is one."""
@@ -188,10 +205,14 @@ class _PieceBuilder:
     def gate(self, piece: Piece, edge: str, feeds: str | None) -> PieceModel:
         b, fq = piece.index, self.fq
         x, h = self.inp(edge, piece.in_shape)
-        h = fq(_global_pool(h), names.gate(b, "pool"))
+        h = _global_pool(h, self.gate_pool)
+        if self.gate_pool == "average":  # the mean of the map stays in the edge's range: keep its scale (as
+            h = FixedRange(*self.ranges[edge], name="pool_range")(h)  # AVERAGE_POOL_2D does), then QAT's range
+        h = fq(h, names.gate(b, "pool"))
         h = fq(keras.layers.ReLU()(_dense(h, self.model, names.gate(b, "fc1"))), names.gate(b, "fc1"))
         logits = fq(_dense(h, self.model, names.gate(b, "fc2")), names.gate(b, "fc2"))
-        return PieceModel(piece.name, "run", keras.Model(x, logits), edge, None, feeds)
+        return PieceModel(piece.name, "run", keras.Model(x, logits), edge, None, feeds,
+                          global_probe=self.gate_pool == "average")
 
     def block_option(self, piece: Piece, option: Option, in_edge: str, out_edge: str,
                      feeds: str | None) -> PieceModel:
@@ -284,4 +305,10 @@ def representative_inputs(pm: PieceModel, images: np.ndarray, edges: dict[str, n
     # with the pool's observed range (a mismatch there silently breaks the int8 conv; the export checks it).
     extreme[0, :2, :2, :] = hi
     extreme[0, 2, 2, :] = lo
-    return np.concatenate([x, extreme])
+    if not pm.global_probe:
+        return np.concatenate([x, extreme])
+    # The same for a global average pool (a gate's, ``gate_pool="average"``): one channel at the maximum over the
+    # whole map, so that the pool's observed range is the edge's (one channel suffices: the range is per tensor).
+    whole = x[:1].copy()
+    whole[0, :, :, 0] = hi
+    return np.concatenate([x, extreme, whole])
