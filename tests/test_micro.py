@@ -285,3 +285,68 @@ def test_one_manifest_version_and_gen_refuses_edited_macs(exported, tmp_path):
     (out_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(gen.GenError, match="stem/run is listed at"):
         gen.generate(str(out_dir), str(tmp_path / "generated"))
+
+
+@pytest.fixture(scope="module")
+def tflm_latency(generated, tmp_path_factory):
+    """A latency table of the export's pieces on the TFLM interpreter (``verify.py --profile``, 2 repeats)."""
+    export_dir, _, out, _ = generated
+    path = tmp_path_factory.mktemp("latency") / "latency_tflm.json"
+    r = _verify(f"--model_dir={export_dir}", "--profile", "--repeats=2", f"--generated={out}", f"--out={path}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return str(path), r.stdout
+
+
+def test_profile_writes_a_latency_table(generated, tflm_latency):
+    from ddi_runtime.latency import load_latency_table
+
+    _, manifest, _, _ = generated
+    path, stdout = tflm_latency
+    ms = load_latency_table(path, manifest)  # every piece option of the export, valid latencies
+    raw = json.loads(Path(path).read_text())
+    assert raw["unit"] == "ms" and raw["interpreter"] == "tflite_micro" and raw["repeats"] == 2
+    assert "ratios" in raw["note"]
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            t = ms[(p["name"], o["name"])]
+            assert t == 0.0 if o["identity"] else t > 0.0
+    lines = [line for line in stdout.splitlines() if line.endswith(" ms")]
+    assert len(lines) == sum(len(p["options"]) for p in manifest["pieces"])
+    times = [float(line.split()[-2]) for line in lines]
+    assert times == sorted(times, reverse=True)
+    assert f"wrote {path}" in stdout
+
+
+def test_verify_under_a_latency_budget(generated, test_npz, tflm_latency, tmp_path):
+    from ddi_runtime.latency import load_latency_table
+
+    export_dir, manifest, out, _ = generated
+    path, _ = tflm_latency
+    ms = load_latency_table(path, manifest)
+    margin = 0.1
+    costs = [[ms[(p["name"], o["name"])] * (1 + margin) * 1000 for o in p["options"]] for p in manifest["pieces"]]
+    first_exit = next(i for i, p in enumerate(manifest["pieces"]) if p["kind"] == "exit")
+    cheapest = sum(min(c) for c in costs[:first_exit + 1])
+    full = sum(max(c) for c in costs)
+    budget = (cheapest + full) / 2
+    report = tmp_path / "verify.json"
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", "--limit=24",
+                f"--budget_us={budget}", f"--latency_table={path}", f"--latency_margin={margin}",
+                f"--json={report}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(report.read_text())
+    assert res["budget_kind"] == "us" and res["budget"] == budget
+    assert res["cheapest_answer"] == pytest.approx(cheapest, rel=1e-9)
+    assert res["over_budget"] == 0 and res["mean_spent"] <= budget
+    assert res["agreement_with_litert"] >= 0.99
+    assert res["c_core_matches_python_scheduler"] == 1.0
+    # the given generated dir (no latency table) was not reused and is left as it was
+    assert json.loads(Path(out, "generated.json").read_text())["latency_table"] is None
+
+
+def test_latency_budget_needs_a_latency_table(generated, test_npz):
+    export_dir, _, out, _ = generated
+    r = _verify(f"--model_dir={export_dir}", f"--data={test_npz}", f"--generated={out}", "--budget_us=1000")
+    assert r.returncode == 2 and "--budget_us needs --latency_table" in r.stderr and "--profile" in r.stderr
+    r = _verify(f"--model_dir={export_dir}", f"--generated={out}", "--budget_us=1000")
+    assert r.returncode == 2 and "--data" in r.stderr

@@ -10,18 +10,23 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 
 from ddi_micro import gen
 from ddi_runtime.data import load_npz  # numpy only, like the board runtime
+from ddi_runtime.latency import load_latency_table
+from ddi_runtime.manifest import ModelError
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # micro/: the C core, its Makefile and build/
 LIB = os.path.join(HERE, "build", "libddi_sched.so")
 
 
 KINDS = {"fixed": 0, "gate": 1, "block": 2, "exit": 3}
-COST_MACS, COST_ENERGY_UJ = 0, 1
+COST_MACS, COST_ENERGY_UJ, COST_LATENCY_US = 0, 1, 2
+# verify()'s budget kinds: the C core's cost kind and the Python scheduler's (us: in ms, the budget / 1000).
+BUDGET_KINDS = {"macs": (COST_MACS, "macs"), "uj": (COST_ENERGY_UJ, "uj"), "us": (COST_LATENCY_US, "ms")}
 DONE = -1
 BEGIN_ERRORS = {-1: "DDI_ERR_ARG: bad table or cost kind", -2: "DDI_ERR_BUDGET: below the cheapest way to an answer",
                 -3: "DDI_ERR_NO_EXIT", -6: "DDI_ERR_BAD_BUDGET: NaN, zero or negative"}
@@ -212,13 +217,15 @@ class LiteRtPieces:
         return it.get_tensor(o)
 
 
-def python_scheduler(model_dir: str, litert: LiteRtPieces):
+def python_scheduler(model_dir: str, litert: LiteRtPieces, latency_table: str | None = None,
+                     latency_margin: float = 0.1):
     """tflite/ddi_runtime's Scheduler on the same reference interpreters, or None if it cannot be imported."""
     try:
         from ddi_runtime.scheduler import Scheduler
     except ImportError:
         return None
-    sched = Scheduler(model_dir, interpreter="litert", delegate="none")
+    sched = Scheduler(model_dir, interpreter="litert", delegate="none", latency_table=latency_table,
+                      latency_margin=latency_margin)
     sched.set_interpreters(dict(litert.interps))
     return sched
 
@@ -267,12 +274,123 @@ def board_fit(ram: int, flash: int) -> dict:
     return out
 
 
+# --- latency ------------------------------------------------------------------------------------------------------
+def _read_generated(gdir: str) -> dict | None:
+    path = os.path.join(gdir, "generated.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _arenas(table: dict) -> dict:
+    """{option key: arena bytes} of a generated table (``gen.generate(arenas=...)``: no re-measuring)."""
+    return {o["key"]: o["arena_bytes"] for p in table["pieces"] for o in p["options"] if not o["identity"]}
+
+
+def _same_latency(table: dict, model_dir: str, latency_table: str, latency_margin: float) -> bool:
+    """Whether a generated table was made from this latency table with this margin: the basename and margin it
+    records, and every option's latency_us equal to the table's ms x (1 + margin) x 1000 (a table profiled again
+    into the same file has the same basename)."""
+    if table.get("latency_table") != os.path.basename(latency_table) or table.get("latency_margin") != latency_margin:
+        return False
+    try:
+        ms = load_latency_table(latency_table, gen.load_manifest(model_dir))
+    except ModelError:
+        return False  # (regenerating reports what is wrong with it)
+    try:
+        return all(o["latency_us"] == ms[(p["name"], o["name"])] * (1.0 + latency_margin) * 1000.0
+                   for p in table["pieces"] for o in p["options"])
+    except KeyError:
+        return False
+
+
+def profile(model_dir: str, repeats: int = 20, seed: int = 0, generated: str | None = None) -> dict:
+    """Median wall-clock time (ms) of every piece option on the TFLM interpreter, as a latency table.
+
+    Each non-identity piece option runs in its own TFLM interpreter with the generated shared arena (as
+    ``TflmPieces`` does; the table is generated into a temporary directory, or read from ``generated`` when it
+    holds a generated.json), on random int8 inputs of its input shape (``seed``). Round robin: every repeat times
+    each option once (set_input + invoke + get_output), so that a drift in the machine's speed hits all options
+    alike; 2 warm-up rounds first, then ``repeats`` timed rounds, and the median of each option's times.
+
+    Returns the format of ``python -m ddi_runtime profile`` (``ddi_runtime.latency``): ``{"unit": "ms",
+    "interpreter": "tflite_micro", "delegate", "repeats", "pieces": {piece: {option: ms}}, "note"}``, identity
+    options 0.0, every piece and option of the manifest present; ``gen.generate(latency_table=...)`` turns it
+    into the C table's ``latency_us`` for ``DDI_COST_LATENCY_US`` budgets. These are host timings of TFLM's
+    reference kernels: their ratios, not their absolute values, carry over to a Cortex-M.
+    """
+    from tflite_micro import runtime
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    manifest = gen.load_manifest(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = _read_generated(generated) if generated else None
+        if table is None:
+            table = gen.generate(model_dir, os.path.join(tmp, "generated"))
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for p in manifest["pieces"]:
+        for o in p["options"]:
+            if o["identity"]:
+                continue
+            with open(os.path.join(model_dir, o["file"]), "rb") as f:
+                it = runtime.Interpreter.from_bytes(f.read(), arena_size=table["arena_bytes"])
+            x = rng.integers(-128, 128, size=tuple(it.get_input_details(0)["shape"]), dtype=np.int8)
+            jobs.append(((p["name"], o["name"]), it, x, []))
+    warmup = 2
+    clock = time.perf_counter
+    for r in range(warmup + repeats):
+        for _, it, x, times in jobs:
+            t0 = clock()
+            it.set_input(x, 0)
+            it.invoke()
+            it.get_output(0)
+            if r >= warmup:
+                times.append(clock() - t0)
+    measured = {key: float(1e3 * np.median(times)) for key, _, _, times in jobs}
+    pieces = {p["name"]: {o["name"]: 0.0 if o["identity"] else measured[(p["name"], o["name"])]
+                          for o in p["options"]} for p in manifest["pieces"]}
+    return {"unit": "ms", "interpreter": "tflite_micro", "delegate": "reference kernels (x86 host)",
+            "repeats": repeats, "pieces": pieces,
+            "note": "host timings of TFLM's reference kernels (tflite_micro Python interpreter): their ratios, not "
+                    "their absolute values, transfer to a Cortex-M (whose CMSIS-NN kernels differ again); "
+                    "profile on the board for absolute budgets"}
+
+
 def verify(model_dir: str, data: str, limit: int | None = None, budget: float = math.inf, kind: str = "macs",
-           threshold: float | None = None, generated: str | None = None, defer_exits: bool = False) -> dict:
+           threshold: float | None = None, generated: str | None = None, defer_exits: bool = False,
+           latency_table: str | None = None, latency_margin: float = 0.1) -> dict:
+    """The checks of ``python micro/verify.py`` (its docstring), as a JSON-able report.
+
+    ``kind``: ``macs``, ``uj`` or ``us`` (microseconds: the C core's DDI_COST_LATENCY_US, planned from
+    ``latency_table`` x (1 + ``latency_margin``), e.g. a table from ``profile``; a ``us`` budget without one is a
+    ValueError). For ``us``, a ``generated`` dir is reused only if it was generated from the same latency table
+    and margin (else the table is generated again, into a temporary directory, with its measured arenas), and
+    the Python scheduler runs in milliseconds (budget / 1000; its cost x 1000 must equal the C core's spent to
+    a relative 1e-9). ``latency_table`` and ``latency_margin`` are unused for ``macs`` and ``uj``.
+    """
+    if kind not in BUDGET_KINDS:
+        raise ValueError(f"unknown budget kind {kind!r}; valid: {', '.join(BUDGET_KINDS)}")
+    latency = kind == "us"
+    if latency and not latency_table:
+        raise ValueError("a latency budget (us) needs a latency table: profile the pieces first with `python "
+                         f"micro/verify.py --profile --model_dir={model_dir}` and pass --latency_table="
+                         f"{os.path.join(model_dir, 'latency_tflm.json')}")
     with tempfile.TemporaryDirectory() as tmp:
         gdir = generated or os.path.join(tmp, "generated")
-        if generated is None or not os.path.exists(os.path.join(gdir, "generated.json")):
-            gen.generate(model_dir, gdir)
+        if not latency:
+            if generated is None or not os.path.exists(os.path.join(gdir, "generated.json")):
+                gen.generate(model_dir, gdir)
+        else:
+            given = _read_generated(gdir) if generated else None
+            if given is None:
+                gen.generate(model_dir, gdir, latency_table=latency_table, latency_margin=latency_margin)
+            elif not _same_latency(given, model_dir, latency_table, latency_margin):
+                gdir = os.path.join(tmp, "generated")  # (the given dir is left as it is)
+                gen.generate(model_dir, gdir, given["arena_margin"], latency_table, latency_margin,
+                             arenas=_arenas(given))
         with open(os.path.join(gdir, "generated.json")) as f:
             table = json.load(f)
         registered = resolver_ops(gdir)
@@ -280,7 +398,7 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
     lack = missing_ops(model_dir, table, registered)
     lib = load_lib()
     core = Core(lib, table)
-    ckind = COST_MACS if kind == "macs" else COST_ENERGY_UJ
+    ckind, skind = BUDGET_KINDS[kind]
     cheapest = core.cheapest(ckind)
     if not budget > 0.0:  # (NaN included: it compares false with every cost)
         raise ValueError(f"budget {budget} {kind} is not a budget: it must be positive (inf: no budget)")
@@ -290,17 +408,22 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
 
     x, y = load_npz(data, limit or 0, table["num_classes"])  # (labels checked: a bad one is a ModelError)
     tflm, litert = TflmPieces(model_dir, table), LiteRtPieces(model_dir, table)
-    sched = python_scheduler(model_dir, litert)
-    plan = sched.costs("macs" if kind == "macs" else "uj") if sched else None
+    if latency:
+        sched = python_scheduler(model_dir, litert, latency_table, latency_margin)
+    else:
+        sched = python_scheduler(model_dir, litert)
+    plan = sched.costs(skind) if sched else None
     rows = []
     for img in x:
         a = core.run(img, tflm, budget, ckind, thresholds, defer_exits)
         b = core.run(img, litert, budget, ckind, thresholds, defer_exits)
         row = {"tflm": a, "litert": b}
         if sched is not None:
-            r = sched.run(img, budget, "macs" if kind == "macs" else "uj", thresholds, plan=plan,
+            r = sched.run(img, budget / 1000.0 if latency else budget, skind, thresholds, plan=plan,
                           defer_exits=defer_exits)
-            row["python_same"] = (r.pred == b["pred"] and r.exit == b["exit"] and r.cost == b["spent"]
+            same_cost = (math.isclose(r.cost * 1000.0, b["spent"], rel_tol=1e-9) if latency
+                         else r.cost == b["spent"])
+            row["python_same"] = (r.pred == b["pred"] and r.exit == b["exit"] and same_cost
                                   and list(r.decisions) == b["decisions"] and r.halted == b["halted"])
         rows.append(row)
     n = len(rows)
@@ -342,4 +465,7 @@ def verify(model_dir: str, data: str, limit: int | None = None, budget: float = 
         "interpreters": {"tflm": "tflite_micro Python interpreter (reference kernels)",
                          "litert": "ai_edge_litert BUILTIN_REF"},
     }
+    if latency:  # (only here: the macs and uj reports stay as they were)
+        result["latency_table"] = latency_table
+        result["latency_margin"] = latency_margin
     return result
