@@ -22,21 +22,26 @@ EXPORT_TRAIN = TrainConfig(dataset="synthetic", synthetic_train=512, synthetic_t
                            target_fractions=(1.0,))
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """A tiny model trained on synthetic data and exported: (workdir, export dir, manifest, data)."""
+def train_and_export(model_cfg: ModelConfig, root) -> tuple:
+    """``model_cfg`` trained with EXPORT_TRAIN on synthetic data in ``root/run``, exported to ``root/model``, the
+    test split written to ``root/test.npz``: (workdir, export dir, manifest, data)."""
     from ddi_tf import data as data_lib
     from ddi_tf.deploy import export as export_lib
     from ddi_tf.training.trainer import train_and_evaluate
 
-    root = tmp_path_factory.mktemp("export")
     workdir, out = str(root / "run"), str(root / "model")
-    train_and_evaluate(EXPORT_MODEL, EXPORT_TRAIN, workdir)
+    train_and_evaluate(model_cfg, EXPORT_TRAIN, workdir)
     data = data_lib.synthetic_cifar(EXPORT_TRAIN.synthetic_train, EXPORT_TRAIN.synthetic_test, 10, EXPORT_TRAIN.seed)
     mean, std = data_lib.normalization_for("cifar10")
     manifest = export_lib.export(workdir, out, data.x_train[:64], mean, std, data.class_names)
     data_lib.write_npz(str(root / "test.npz"), data.x_test, data.y_test)
     return workdir, out, manifest, data
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A tiny model trained on synthetic data and exported: (workdir, export dir, manifest, data)."""
+    return train_and_export(EXPORT_MODEL, tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="session")

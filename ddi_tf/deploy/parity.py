@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from ddi_tf.core import names
+from ddi_tf.core.arch import build_pieces
+from ddi_tf.deploy.pieces import edge_producer
 
 
 def _scheduler(model_dir: str):
@@ -79,7 +81,8 @@ def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, ba
     from ddi_tf.data import normalize
     from ddi_tf.model.build import set_gate_mode
 
-    tensors = ["stem_relu"] + [names.block(b, "relu2") for b in range(cfg.num_blocks)]
+    writers = [p for p in build_pieces(cfg) if p.kind in ("fixed", "block")]  # stem, blocks (DenseNet: transitions)
+    tensors = [edge_producer(cfg, p) for p in writers]
     layer_names = {layer.name for layer in model.layers}
     outputs = [model.get_layer(n if n in layer_names else f"quant_{n}").output for n in tensors]
     if cfg.gated:
@@ -93,8 +96,7 @@ def edge_agreement(model, cfg, model_dir: str, images: np.ndarray, mean, std, ba
         set_gate_mode(model, "learned")
     sched = _scheduler(model_dir)
     pieces = {p["name"]: p for p in sched.manifest["pieces"]}
-    steps = [("stem", pieces["stem"]["options"][0])] + [
-        (names.block(b), pieces[names.block(b)]["options"][-1]) for b in range(cfg.num_blocks)]
+    steps = [(p.name, pieces[p.name]["options"][-1]) for p in writers]
     int8: list[list[np.ndarray]] = [[] for _ in steps]
     for img in images:
         x = (np.asarray(img, np.uint8) ^ np.uint8(128)).view(np.int8)[None]

@@ -15,7 +15,7 @@ from ddi_tf.core.arch import Option, Piece, build_pieces
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.data import normalize
 from ddi_tf.model.build import BN_EPSILON, set_gate_mode
-from ddi_tf.quant.int8 import exact_range_max
+from ddi_tf.quant.int8 import exact_range_max, exact_signed_range
 
 
 class ExportError(ValueError):
@@ -142,31 +142,64 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
       gate_pool: how the gates compute their global average pool (``GATE_POOLS``; see ``_global_pool``):
         ``mean`` for LiteRT / XNNPACK, ``average`` for TensorFlow Lite Micro.
     """
-    if cfg.backbone != "resnet":
-        raise ExportError("export supports the ResNet backbone so far (DenseNet export is not implemented)")
+    if cfg.backbone not in ("resnet", "densenet"):
+        raise ExportError(f"no export for the {cfg.backbone!r} backbone")
     if cfg.gate_type == "rnn":
         raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
     if exit_pool not in EXIT_POOLS:
         raise ExportError(f"exit_pool {exit_pool!r} is not one of {', '.join(EXIT_POOLS)}")
     if gate_pool not in GATE_POOLS:
         raise ExportError(f"gate_pool {gate_pool!r} is not one of {', '.join(GATE_POOLS)}")
+    if cfg.backbone == "densenet" and inner is not None:
+        raise ExportError("QAT export of DenseNet is not implemented (its feature edges are not tied in QAT); "
+                          "export the run before its QAT stage (post-training quantization)")
     builder = _PieceBuilder(cfg, model, ranges, inner, exit_pool, gate_pool)
+    dense = cfg.backbone == "densenet"
     out: list[PieceModel] = []
     edge, feeds = "image", None  # the feature edge the next piece reads, and the float layer that writes it
     for piece in build_pieces(cfg):
         if piece.name == "stem":
             out.append(builder.stem(mean, std))
-            edge, feeds = names.edge(piece.stage), "stem_relu"
+            edge, feeds = names.edge(piece.stage), edge_producer(cfg, piece)
         elif piece.kind == "gate":
             out.append(builder.gate(piece, edge, feeds))
         elif piece.kind == "block":
             out_edge = names.edge(piece.stage)
-            out += [builder.block_option(piece, option, edge, out_edge, feeds) for option in piece.options]
-            edge, feeds = out_edge, names.block(piece.index, "relu2")
+            option_of = builder.dense_option if dense else builder.block_option
+            out += [option_of(piece, option, edge, out_edge, feeds) for option in piece.options]
+            edge, feeds = out_edge, edge_producer(cfg, piece)
         elif piece.kind == "exit":
             out.append(builder.exit(piece, edge, feeds))
+        elif dense and piece.kind == "fixed":
+            out_edge = names.edge(piece.stage)
+            out.append(builder.transition(piece, edge, out_edge, feeds))
+            edge, feeds = out_edge, edge_producer(cfg, piece)
         else:
             raise ExportError(f"no int8 piece for {piece.name} ({piece.kind})")
+    return out
+
+
+def edge_producer(cfg: ModelConfig, piece: Piece) -> str:
+    """The float model's layer whose output is the feature map ``piece`` (the stem, a block or a DenseNet
+    transition) writes: what the next pieces read, and what the export calibrates the edge on."""
+    if cfg.backbone == "densenet":
+        if piece.name == "stem":
+            return "stem_conv"
+        if piece.kind == "block":
+            return names.block(piece.index, "concat")
+        return names.transition(piece.index, "pool")
+    return "stem_relu" if piece.name == "stem" else names.block(piece.index, "relu2")
+
+
+def edge_layers(cfg: ModelConfig) -> list[tuple[str, int]]:
+    """(layer, stage) of every feature map written to an edge, in order; for DenseNet also each transition's
+    conv output, which its 2x2 average pool keeps on the next stage's grid."""
+    out = []
+    for piece in build_pieces(cfg):
+        if piece.kind in ("fixed", "block"):
+            if cfg.backbone == "densenet" and piece.kind == "fixed" and piece.name != "stem":
+                out.append((names.transition(piece.index, "conv"), piece.stage))
+            out.append((edge_producer(cfg, piece), piece.stage))
     return out
 
 
@@ -199,8 +232,59 @@ class _PieceBuilder:
         h = self.fq(norm(h), "input")
         norm.set_weights([(1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3, 1),
                           (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))])
-        h = keras.layers.ReLU()(_conv(h, *_fold(self.model, "stem_conv", "stem_bn")))
+        if self.cfg.backbone == "densenet":  # DenseNet-BC: the raw conv (its consumers normalise it)
+            h = _conv(h, *_fold(self.model, "stem_conv", None))
+        else:
+            h = keras.layers.ReLU()(_conv(h, *_fold(self.model, "stem_conv", "stem_bn")))
         return PieceModel("stem", "run", self.out(names.edge(0), x, h), "image", names.edge(0), None)
+
+    def preact(self, h, bn: str, relu: str):
+        """DenseNet's BN + ReLU on a piece's input (not foldable into the conv before it: the features are a
+        concatenation of many producers): a 1x1 depthwise conv holding the per-channel affine, then ReLU."""
+        gamma, beta, mean, var = self.model.get_layer(bn).get_weights()
+        scale = gamma / np.sqrt(var + BN_EPSILON)
+        layer = keras.layers.DepthwiseConv2D(1)
+        y = layer(h)
+        layer.set_weights([scale.reshape(1, 1, -1, 1).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        return self.fq(keras.layers.ReLU()(y), relu)
+
+    def dense_option(self, piece: Piece, option: Option, in_edge: str, out_edge: str,
+                     feeds: str | None) -> PieceModel:
+        """One option of a DenseNet-BC layer: its input with ``growth`` new channels concatenated, all on the
+        stage's grid (the input passes through unrequantised). Option ``skip``: the new channels are zeros (a
+        PAD with the edge's zero point: exactly 0.0 after dequantisation, 0 MACs); ``w{k}``: BN+ReLU, the 1x1
+        bottleneck conv over the first k of G groups of its output channels (BN folded), ReLU, the 3x3 conv over
+        those channels (the sum of the first k group kernels)."""
+        b, model = piece.index, self.model
+        growth = piece.out_shape[2] - piece.in_shape[2]
+        x, h = self.inp(in_edge, piece.in_shape)
+        if option.name == names.SKIP:
+            y = keras.layers.Lambda(lambda t: tf.pad(t, [[0, 0], [0, 0], [0, 0], [0, growth]]))(h)
+            return PieceModel(piece.name, option.name, self.out(out_edge, x, y), in_edge, out_edge, feeds)
+        conv1 = option.layer(names.block(b, "conv1"))
+        h1 = self.preact(h, names.block(b, "bn1"), names.block(b, "relu1"))
+        folded = _fold(model, names.block(b, "conv1"), names.block(b, "bn2"), slice(0, conv1.out_channels))
+        h1 = self.fq(keras.layers.ReLU()(_conv(h1, *folded)), names.block(b, "relu2"))
+        k = names.width_groups(option.name)
+        if k is not None:
+            kernel = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
+                                     for j in range(1, k + 1)], axis=2)
+        else:
+            kernel = model.get_layer(names.block(b, "conv2")).get_weights()[0]
+        new = FixedRange(*self.ranges[out_edge], name="new_range")(_conv(h1, kernel, np.zeros(growth, np.float32)))
+        y = keras.layers.Concatenate()([h, new])
+        return PieceModel(piece.name, option.name, self.out(out_edge, x, y), in_edge, out_edge, feeds)
+
+    def transition(self, piece: Piece, in_edge: str, out_edge: str, feeds: str | None) -> PieceModel:
+        """A DenseNet-BC transition: BN+ReLU, 1x1 conv (compression), 2x2 average pool. The conv's output is
+        held on the next stage's grid, which AVERAGE_POOL_2D keeps (the pool's mean stays in its input's range)."""
+        t = piece.index
+        x, h = self.inp(in_edge, piece.in_shape)
+        h = self.preact(h, names.transition(t, "bn"), names.transition(t, "relu"))
+        h = _conv(h, *_fold(self.model, names.transition(t, "conv"), None))
+        h = FixedRange(*self.ranges[out_edge], name="conv_range")(h)
+        y = keras.layers.AveragePooling2D(2)(h)
+        return PieceModel(piece.name, "run", self.out(out_edge, x, y), in_edge, out_edge, feeds)
 
     def gate(self, piece: Piece, edge: str, feeds: str | None) -> PieceModel:
         b, fq = piece.index, self.fq
@@ -249,7 +333,12 @@ class _PieceBuilder:
         """An exit head: the description's 2x2 pool and 1x1 conv+BN+ReLU where it has them, global pool, dense."""
         j, fq, (option,) = piece.index, self.fq, piece.options
         x, h = self.inp(edge, piece.in_shape)
-        if option.layer(names.exit(j, "pool")) is not None:
+        preact = option.layer(names.exit(j, "bn_relu")) is not None
+        if preact:  # DenseNet: BN + ReLU first; the pool below (a depthwise conv) then has its own range
+            h = self.preact(h, names.exit(j, "bn"), names.exit(j, "relu"))
+            if option.layer(names.exit(j, "pool")) is not None:
+                h = _pool2(h, self.exit_pool)
+        elif option.layer(names.exit(j, "pool")) is not None:
             # The mean of a 2x2 window stays in the edge's range: pinning the pool's output to it keeps the
             # input's scale, as AVERAGE_POOL_2D does and as the QAT model (no quantizer after its pool) simulated.
             h = FixedRange(*self.ranges[edge], name="pool_range")(_pool2(h, self.exit_pool))
@@ -266,13 +355,15 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
                     batch_size: int = 64) -> tuple[dict[str, tuple[float, float]], dict[str, list[np.ndarray]]]:
     """Fixed ranges of the feature edges, and the float edge tensors used as representative inputs.
 
-    The range of a stage is [0, max] over every feature map of that stage (all post-ReLU) on the full,
-    learned and random-option paths, so that any option's output fits; the representative inputs of each
-    piece come from all three paths too (under a budget, any path may run).
+    The range of a stage is [0, max] over every feature map of that stage (ResNet: all post-ReLU; DenseNet:
+    [min, max], the concatenated features are raw conv outputs, with 0 exactly on the grid) on the full, learned
+    and random-option paths, so that any option's output fits; the representative inputs of each piece come
+    from all three paths too (under a budget, any path may run).
     """
-    layer_names = ["stem_relu"] + [names.block(b, "relu2") for b in range(cfg.num_blocks)]
+    layers = edge_layers(cfg)
+    layer_names = [n for n, _ in layers]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in layer_names])
-    maxima = np.zeros(3)
+    maxima, minima = np.zeros(3), np.zeros(3)
     samples: dict[str, list[np.ndarray]] = {n: [] for n in layer_names}
     modes = [("full", 0.0), ("learned", 0.0), ("random", 1.0)] if cfg.gated else [("full", 0.0)]
     for mode, p in modes:
@@ -280,13 +371,16 @@ def calibrate_edges(cfg: ModelConfig, model: keras.Model, images: np.ndarray, me
         fn = tf.function(lambda x: probe(x, training=False))
         for s in range(0, len(images), batch_size):
             feats = fn(normalize(images[s:s + batch_size], mean, std))
-            for n, f in zip(layer_names, feats, strict=True):
-                stage = 0 if n == "stem_relu" else names.index_of(n) // cfg.blocks_per_stage
+            for (n, stage), f in zip(layers, feats, strict=True):
                 maxima[stage] = max(maxima[stage], float(np.max(f)))
+                minima[stage] = min(minima[stage], float(np.min(f)))
                 samples[n].append(f.numpy())
     set_gate_mode(model, "learned")
-    ranges = {"image": (0.0, 255.0), **{names.edge(s): (0.0, exact_range_max(maxima[s])) for s in range(3)}}
-    return ranges, {n: np.concatenate(v) for n, v in samples.items()}
+    if cfg.backbone == "densenet":
+        edges = {names.edge(s): exact_signed_range(minima[s], maxima[s]) for s in range(3)}
+    else:
+        edges = {names.edge(s): (0.0, exact_range_max(maxima[s])) for s in range(3)}
+    return {"image": (0.0, 255.0), **edges}, {n: np.concatenate(v) for n, v in samples.items()}
 
 
 def representative_inputs(pm: PieceModel, images: np.ndarray, edges: dict[str, np.ndarray],

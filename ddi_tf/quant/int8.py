@@ -21,6 +21,16 @@ def exact_range_max(hi: float) -> float:
     return float(255.0 * np.ceil(scale / step) * step)
 
 
+def exact_signed_range(lo: float, hi: float) -> tuple[float, float]:
+    """A [lo, hi] range (lo <= 0 <= hi) widened so that 0 and both ends lie exactly on the int8 grid of a
+    short-mantissa scale (``exact_range_max``): the fake-quant op's nudging then leaves it unchanged, and
+    ``int8_params`` gives the (scale, zero point) the converter derives."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = exact_range_max((hi - lo) * 256.0 / 255.0) / 255.0  # one step of room for rounding lo to the grid
+    below = int(np.ceil(-lo / scale - 1e-9))
+    return -below * scale, (255 - below) * scale
+
+
 def int8_params(lo: float, hi: float) -> tuple[float, int]:
     """The (scale, zero_point) TFLite derives from a fake-quant range (nudged so 0 is exact)."""
     scale = (hi - lo) / 255.0
