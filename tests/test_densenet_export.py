@@ -120,7 +120,8 @@ def test_densenet_on_tflm_kernels(dense_export, tmp_path):
 
 
 def test_densenet_qat_export_is_refused_clearly(dense_export):
-    from ddi_tf.deploy.pieces import ExportError, build_piece_models, calibrate_edges
+    from ddi_tf.deploy.calibrate import calibrate_edges
+    from ddi_tf.deploy.pieces import ExportError, build_piece_models
 
     workdir, _, _, data, _ = dense_export
     cfg, _, model = export_lib.load_trained(workdir)

@@ -149,8 +149,9 @@ def test_exit_pool_runs_as_a_depthwise_conv_that_matches_average_pool(exported):
     not take int8 AVERAGE_POOL_2D), computing what AVERAGE_POOL_2D computes to within one LSB of the pooled map."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from ddi_tf.deploy.calibrate import calibrate_edges, representative_inputs
     from ddi_tf.deploy.convert import convert_piece
-    from ddi_tf.deploy.pieces import ExportError, build_piece_models, calibrate_edges, representative_inputs
+    from ddi_tf.deploy.pieces import ExportError, build_piece_models
 
     workdir, _, manifest, data = exported
     exit0 = next(p for p in manifest["pieces"] if p["name"] == "exit0")["options"][0]
@@ -190,7 +191,8 @@ def test_gate_pool_average_for_tflm(exported, tmp_path):
     from tflite_micro import runtime as tflm
 
     from ddi_runtime.manifest import load_manifest
-    from ddi_tf.deploy.pieces import ExportError, build_piece_models, calibrate_edges, representative_inputs
+    from ddi_tf.deploy.calibrate import calibrate_edges, representative_inputs
+    from ddi_tf.deploy.pieces import ExportError, build_piece_models
 
     workdir, export_dir, manifest, data = exported
     mean, std = data_lib.normalization_for("cifar10")

@@ -206,7 +206,7 @@ def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
     """The C core and ddi_tf.evaluation.policies.simulate_budget (the rule the runtime and the Keras policy follow)
     take the same decisions, spend the same and answer from the same exit, with and without deferred exits."""
     import numpy as np
-    from ddi_micro import verify
+    from ddi_micro import core as c_core
 
     from ddi_tf.core.costs import CostTable
     from ddi_tf.evaluation import policies
@@ -214,8 +214,8 @@ def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
     table, kinds, costs, chosen = _random_table(data)
     reserves = list(CostTable("macs", tuple(p["name"] for p in table["pieces"]), tuple(kinds),
                               tuple(map(tuple, costs))).reserves())
-    core = verify.Core(verify.load_lib(), table)
-    cheapest = core.cheapest(verify.COST_MACS)
+    core = c_core.Core(c_core.load_lib(), table)
+    cheapest = core.cheapest(c_core.COST_MACS)
     full = sum(max(c) for c in costs)
     budget = float(data.draw(st.integers(int(cheapest), int(full) + 1)))
     want = {p["name"]: chosen[i] for i, p in enumerate(table["pieces"])}
@@ -232,7 +232,7 @@ def test_c_core_equals_the_reference_rule_on_random_tables(data, defer):
             return np.array([[0, 0, 1, 0]], np.int8)
         return x
 
-    c = core.run(np.zeros((32, 32, 3), np.uint8), invoke, budget, verify.COST_MACS, None, defer)
+    c = core.run(np.zeros((32, 32, 3), np.uint8), invoke, budget, c_core.COST_MACS, None, defer)
     ran, spent, exits = policies.simulate_budget(costs, kinds, reserves, chosen, budget, defer_exits=defer)
     assert spent <= budget and c["spent"] == spent
     assert c["exit"] == exits - 1 >= 0
@@ -254,12 +254,12 @@ def test_c_core_refuses_nan_and_non_positive_budgets(generated):
     import math
 
     import numpy as np
-    from ddi_micro import verify
+    from ddi_micro import core as c_core
 
-    core = verify.Core(verify.load_lib(), generated[3])
+    core = c_core.Core(c_core.load_lib(), generated[3])
     for value in (math.nan, 0.0, -1.0, -math.inf):
         with pytest.raises(ValueError, match="DDI_ERR_BAD_BUDGET"):
-            core.run(np.zeros((32, 32, 3), np.uint8), None, value, verify.COST_MACS, None)
+            core.run(np.zeros((32, 32, 3), np.uint8), None, value, c_core.COST_MACS, None)
 
 
 def test_verify_refuses_labels_outside_the_classes(generated, exported, tmp_path):

@@ -42,8 +42,9 @@ from ddi_tf.core import names
 from ddi_tf.core.arch import Piece, build_pieces, full_macs
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
+from ddi_tf.deploy.calibrate import calibrate_edges, representative_inputs
 from ddi_tf.deploy.convert import EDGETPU_OPS, convert_multi_signature, convert_piece, tensor_report
-from ddi_tf.deploy.pieces import ExportError, PieceModel, build_piece_models, calibrate_edges, representative_inputs
+from ddi_tf.deploy.pieces import ExportError, PieceModel, build_piece_models
 from ddi_tf.quant import qat
 from ddi_tf.quant.int8 import int8_params
 from ddi_tf.training import workdir as workdir_lib
