@@ -129,3 +129,29 @@ def test_densenet_qat_export_is_refused_clearly(dense_export):
     ranges, _ = calibrate_edges(cfg, model, data.x_train[:16], mean, std)
     with pytest.raises(ExportError, match="QAT export of DenseNet"):
         build_piece_models(cfg, model, ranges, mean, std, inner={})
+
+
+def test_static_densenet_exports_and_runs_on_tflm(tmp_path_factory):
+    """The static DenseNet (the gated one's backbone and baseline): one option a layer, no gates, the final exit."""
+    import dataclasses
+
+    from ddi_runtime import Scheduler
+
+    root = tmp_path_factory.mktemp("densenet_static")
+    static = dataclasses.replace(DENSE_MODEL, gate_type="none", exits=())
+    workdir, out, manifest, data = train_and_export(static, root)
+    summary = export_lib.export_summary(manifest, out)
+    assert summary["float_tensors"] == 0 and summary["boundary_quantization_problems"] == 0
+    assert [p["kind"] for p in manifest["pieces"]].count("gate") == 0
+    cfg, _, model = export_lib.load_trained(workdir)
+    mean, std = data_lib.normalization_for("cifar10")
+    res = compare(model, cfg, out, data.x_test, mean, std)
+    assert res["exit_agreement"][-1] >= 0.9, res
+    sched = Scheduler(out, interpreter="litert", delegate="none")
+    r = sched.run(data.x_test[0])
+    assert r.macs == manifest["full_macs"] and not r.halted
+    report = tmp_path_factory.mktemp("densenet_static_verify") / "verify.json"
+    p = subprocess.run([sys.executable, str(MICRO / "verify.py"), f"--model_dir={out}", f"--data={root / 'test.npz'}",
+                        "--limit=32", f"--json={report}"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(report.read_text())["agreement_with_litert"] >= 0.98
