@@ -52,6 +52,20 @@ def _fold(model: keras.Model, conv: str, bn: str | None, out_slice: slice = slic
     return (k * s).astype(np.float32), (beta - mean * s).astype(np.float32)
 
 
+def _group_kernel(model: keras.Model, b: int, k: int) -> np.ndarray:
+    """Block b's conv2 over its first k input-channel groups: the group kernels concatenated on input channels."""
+    return np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0] for j in range(1, k + 1)],
+                          axis=2)
+
+
+def _affine(x, scale: np.ndarray, shift: np.ndarray, name: str | None = None):
+    """A per-channel ``x * scale + shift`` as a 1x1 depthwise conv (the stem's normalisation, DenseNet's BN)."""
+    layer = keras.layers.DepthwiseConv2D(1, name=name)
+    y = layer(x)
+    layer.set_weights([np.asarray(scale, np.float32).reshape(1, 1, -1, 1), np.asarray(shift, np.float32)])
+    return y
+
+
 def _conv(x, kernel: np.ndarray, bias: np.ndarray, stride: int = 1, name: str | None = None):
     layer = keras.layers.Conv2D(kernel.shape[-1], kernel.shape[:2], stride, padding="same", name=name)
     y = layer(x)
@@ -226,10 +240,8 @@ class _PieceBuilder:
     def stem(self, mean, std) -> PieceModel:
         """Pixels (0..255) -> normalise (1x1 depthwise affine) -> conv+BN+ReLU."""
         x, h = self.inp("image", (32, 32, 3))
-        norm = keras.layers.DepthwiseConv2D(1, name="normalize")
-        h = self.fq(norm(h), "input")
-        norm.set_weights([(1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3, 1),
-                          (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))])
+        std = np.asarray(std, np.float32)
+        h = self.fq(_affine(h, 1.0 / std, -np.asarray(mean, np.float32) / std, name="normalize"), "input")
         if self.cfg.backbone == "densenet":  # DenseNet-BC: the raw conv (its consumers normalise it)
             h = _conv(h, *_fold(self.model, "stem_conv", None))
         else:
@@ -241,10 +253,7 @@ class _PieceBuilder:
         concatenation of many producers): a 1x1 depthwise conv holding the per-channel affine, then ReLU."""
         gamma, beta, mean, var = self.model.get_layer(bn).get_weights()
         scale = gamma / np.sqrt(var + BN_EPSILON)
-        layer = keras.layers.DepthwiseConv2D(1)
-        y = layer(h)
-        layer.set_weights([scale.reshape(1, 1, -1, 1).astype(np.float32), (beta - mean * scale).astype(np.float32)])
-        return self.fq(keras.layers.ReLU()(y), relu)
+        return self.fq(keras.layers.ReLU()(_affine(h, scale, beta - mean * scale)), relu)
 
     def dense_option(self, piece: Piece, option: Option, in_edge: str, out_edge: str,
                      feeds: str | None) -> PieceModel:
@@ -265,8 +274,7 @@ class _PieceBuilder:
         h1 = self.fq(keras.layers.ReLU()(_conv(h1, *folded)), names.block(b, "relu2"))
         k = names.width_groups(option.name)
         if k is not None:
-            kernel = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
-                                     for j in range(1, k + 1)], axis=2)
+            kernel = _group_kernel(model, b, k)
         else:
             kernel = model.get_layer(names.block(b, "conv2")).get_weights()[0]
         new = FixedRange(*self.ranges[out_edge], name="new_range")(_conv(h1, kernel, np.zeros(growth, np.float32)))
@@ -317,10 +325,8 @@ class _PieceBuilder:
         h1 = fq(keras.layers.ReLU()(_conv(h, *folded, piece.stride)), names.block(b, "relu1"))
         k = names.width_groups(option.name)
         if k is not None:  # gated: conv2 is the sum over the first k channel groups, each its own kernel
-            kernel = np.concatenate([model.get_layer(names.group_conv(b, j)).get_weights()[0]
-                                     for j in range(1, k + 1)], axis=2)
             bn2 = names.width_bn(b, k)
-            w2, b2 = _fold(model, "", bn2, kernel=kernel)
+            w2, b2 = _fold(model, "", bn2, kernel=_group_kernel(model, b, k))
         else:
             bn2 = names.block(b, "bn2")
             w2, b2 = _fold(model, names.block(b, "conv2"), bn2)
