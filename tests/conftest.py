@@ -38,6 +38,24 @@ def train_and_export(model_cfg: ModelConfig, root) -> tuple:
     return workdir, out, manifest, data
 
 
+def check_int8_follows_keras(workdir: str, out: str, data) -> tuple:
+    """Asserts the export ``out`` of run ``workdir`` follows its float model on the synthetic test split: gate
+    decisions >= 90% and last-exit argmax >= 85% equal, 0 over budget and >= 80% equal predictions under budgets
+    of 0.5 and 1.0x. Returns (model config, float model, mean, std)."""
+    from ddi_tf import data as data_lib
+    from ddi_tf.deploy import export as export_lib
+    from ddi_tf.deploy.parity import budget_sweep, compare
+
+    cfg, _, model = export_lib.load_trained(workdir)
+    mean, std = data_lib.normalization_for("cifar10")
+    res = compare(model, cfg, out, data.x_test, mean, std)
+    assert res["gate_agreement"] >= 0.9 and res["exit_agreement"][-1] >= 0.85, res
+    rows = budget_sweep(model, cfg, out, data.x_test, data.y_test, mean, std, [0.5, 1.0])
+    assert all(r["over_budget"] == 0 and r["int8_max_macs"] <= r["budget_macs"] for r in rows)
+    assert all(r["prediction_agreement"] >= 0.8 for r in rows), rows
+    return cfg, model, mean, std
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A tiny model trained on synthetic data and exported: (workdir, export dir, manifest, data)."""

@@ -14,8 +14,8 @@ import ddi_tf  # noqa: F401
 from ddi_tf import data as data_lib
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.deploy import export as export_lib
-from ddi_tf.deploy.parity import budget_sweep, compare, edge_agreement
-from tests.conftest import train_and_export
+from ddi_tf.deploy.parity import compare, edge_agreement
+from tests.conftest import check_int8_follows_keras, train_and_export
 
 MICRO = Path(__file__).resolve().parents[1] / "micro"
 # Two dense layers a stage (depth 16), growth 4, G = 2 bottleneck groups, an exit after stage 0 and the final one.
@@ -74,13 +74,7 @@ def test_a_skipped_dense_layer_appends_exact_zeros(dense_export):
 
 def test_densenet_int8_follows_keras_under_budgets(dense_export):
     workdir, out, manifest, data, _ = dense_export
-    cfg, _, model = export_lib.load_trained(workdir)
-    mean, std = data_lib.normalization_for("cifar10")
-    res = compare(model, cfg, out, data.x_test, mean, std)
-    assert res["gate_agreement"] >= 0.9 and res["exit_agreement"][-1] >= 0.85, res
-    rows = budget_sweep(model, cfg, out, data.x_test, data.y_test, mean, std, [0.5, 1.0])
-    assert all(r["over_budget"] == 0 and r["int8_max_macs"] <= r["budget_macs"] for r in rows)
-    assert all(r["prediction_agreement"] >= 0.8 for r in rows), rows
+    cfg, model, mean, std = check_int8_follows_keras(workdir, out, data)
     edges = edge_agreement(model, cfg, out, data.x_test[:16], mean, std)
     names = [e["tensor"] for e in edges]
     assert names[0] == "stem_conv" and "transition0_pool" in names and "block5_concat" in names

@@ -6,7 +6,8 @@ Every piece of ``ddi_tf.core.arch`` becomes its own int8 model, so that a skippe
 really does not execute on the device:
 
 - ``stem``: uint8 image (as int8 = pixel - 128) -> stage-0 features (input normalisation inside);
-- ``gate{b}``: features -> option logits (int8; the decision is their argmax);
+- ``gate{b}``: features -> option logits (int8; the decision is their argmax); rnn gates (SkipNet's shared
+  LSTM) also take the previous gate's int8 state ``h``, ``c`` and return the new one (manifest ``gate_state``);
 - ``block{b}`` option ``w{k}``: features -> features, with the first k of G channel groups only (conv1's
   output channels and conv2's input channels sliced, batch norms folded); option ``skip`` of a projection
   block runs the 1x1 projection; ``skip`` of an identity block is no piece at all (the tensor passes on);
@@ -42,9 +43,9 @@ from ddi_tf.core import names
 from ddi_tf.core.arch import Piece, build_pieces, full_macs
 from ddi_tf.core.config import ModelConfig
 from ddi_tf.core.costs import cost_table
-from ddi_tf.deploy.calibrate import calibrate_edges, representative_inputs
+from ddi_tf.deploy.calibrate import calibrate_edges, calibrate_gate_state, representative_inputs
 from ddi_tf.deploy.convert import EDGETPU_OPS, convert_multi_signature, convert_piece, tensor_report
-from ddi_tf.deploy.pieces import ExportError, PieceModel, build_piece_models
+from ddi_tf.deploy.pieces import STATE_IO, ExportError, PieceModel, build_piece_models
 from ddi_tf.quant import qat
 from ddi_tf.quant.int8 import int8_params
 from ddi_tf.training import workdir as workdir_lib
@@ -86,6 +87,10 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
     ranges, edges = calibrate_edges(cfg, model, images, mean, std)
     if inner is not None:
         ranges.update({edge: inner[members[0]] for edge, members in qat.edge_groups(cfg).items()})
+    state = None
+    if cfg.gate_type == "rnn":
+        state_ranges, state = calibrate_gate_state(cfg, model, images, mean, std)
+        ranges.update(state_ranges)
     pms = build_piece_models(cfg, model, ranges, mean, std, inner, gate_pool=gate_pool)
     pieces = build_pieces(cfg)
     macs = cost_table(pieces, "macs")
@@ -100,7 +105,7 @@ def export(workdir: str, out_dir: str, images: np.ndarray, mean, std, class_name
         for pm in pms:
             if pm.model is None:
                 continue
-            rep = representative_inputs(pm, images, edges, ranges)
+            rep = representative_inputs(pm, images, edges, ranges, state)
             reps[pm.key] = rep
             content = convert_piece(pm, rep)
             with open(os.path.join(tmp, "stages", pm.key + ".tflite"), "wb") as f:
@@ -152,12 +157,15 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
                               "float_tensors": reports[key]["float_tensors"],
                               "bias_scale_problems": reports[key]["bias_scale_problems"],
                               "edgetpu_unsupported_ops": sorted(set(reports[key]["ops"]) - EDGETPU_OPS)})
+                if "state" in reports[key]:
+                    entry["state"] = reports[key]["state"]
             options.append(entry)
         entries.append({"name": p.name, "kind": p.kind, "index": p.index, "options": options})
-    edges = {}
+    edges, grids = {}, {}
     for name, (lo, hi) in ranges.items():
         scale, zp = int8_params(lo, hi)
-        edges[name] = {"lo": lo, "hi": hi, "scale": scale, "zero_point": zp}
+        (grids if name in STATE_GRIDS.values() else edges)[name] = {"lo": lo, "hi": hi, "scale": scale,
+                                                                    "zero_point": zp}
     manifest = {
         "version": MANIFEST_VERSION, "format": "ddi_tf export", "model": cfg.to_dict(),
         "class_names": list(class_names), "num_classes": cfg.num_classes,
@@ -170,8 +178,36 @@ def _manifest(cfg, pieces: list[Piece], pms: list[PieceModel], reports: dict, ra
         "thresholds": thresholds or {}, "pieces": entries,
         "multi_signature": {"file": "ddi.tflite", "sha256": file_sha256(os.path.join(root, "ddi.tflite"))},
     }
+    if grids:  # rnn gates: the LSTM state's size and grids (every gate's state inputs and outputs are on them)
+        manifest["gate_state"] = {"units": cfg.gate_hidden, **{k: grids[g] for k, g in STATE_GRIDS.items()}}
     manifest["cost_sha256"] = cost_digest(manifest)
     return manifest
+
+
+STATE_GRIDS = {"h": "gate_h", "c": "gate_c"}
+"""The manifest's ``gate_state`` entries and the ranges they come from (``ddi_tf.deploy.pieces.STATE_IO``)."""
+
+
+def _state_problems(manifest: dict, key: str, option: dict) -> list[str]:
+    """An rnn gate option's state tensors off the manifest's ``gate_state`` grids (or an option without them)."""
+    grids = manifest.get("gate_state")
+    state = option.get("state")
+    if grids is None and state is None:
+        return []
+    if grids is None or state is None:
+        return [f"{key}: state tensors {sorted(state or {})} but manifest gate_state {grids is not None}"]
+    problems = []
+    want_names = [*STATE_IO["inputs"], *STATE_IO["outputs"]]
+    if sorted(state) != sorted(want_names):
+        return [f"{key}: state tensors {sorted(state)}, expected {want_names}"]
+    for name, t in state.items():
+        grid = grids[name[0]]  # h, h_out -> h; c, c_out -> c
+        if t["dtype"] != "int8" or t["shape"] != [1, grids["units"]]:
+            problems.append(f"{key}: state {name} is {t['dtype']} {t['shape']}, not int8 [1, {grids['units']}]")
+        if abs(t["scale"] - grid["scale"]) > 1e-6 * grid["scale"] or t["zero_point"] != grid["zero_point"]:
+            problems.append(f"{key}: state {name} quantisation ({t['scale']:.6g}, {t['zero_point']}) != gate_state "
+                            f"{name[0]} ({grid['scale']:.6g}, {grid['zero_point']})")
+    return problems
 
 
 def check_manifest_quantization(manifest: dict) -> list[str]:
@@ -189,6 +225,8 @@ def check_manifest_quantization(manifest: dict) -> list[str]:
             if o["float_tensors"]:
                 problems.append(f"{key}: float tensors {o['float_tensors'][:5]}")
             problems += [f"{key}: {p}" for p in o.get("bias_scale_problems", [])]
+            if p["kind"] == "gate":
+                problems += _state_problems(manifest, key, o)
             for side, edge in (("input", o["input_edge"]), ("output", o["output_edge"])):
                 if o[side]["dtype"] != "int8":
                     problems.append(f"{key}: {side} is {o[side]['dtype']}, not int8")

@@ -128,11 +128,19 @@ class PieceModel:
     out_edge: str | None  # None for logits outputs
     feeds_from: str | None  # float model layer whose output is this piece's input (None: the image)
     global_probe: bool = False  # a global AVERAGE_POOL_2D reads the input: calibrate it on a whole map at the max
+    stateful: bool = False  # an rnn gate: inputs (x, h, c), outputs (logits, h_out, c_out); see ``STATE_IO``
 
     @property
     def key(self) -> str:
         """Signature key / file stem."""
         return names.option_key(self.piece, self.option)
+
+
+STATE_IO = {"inputs": ("h", "c"), "outputs": ("h_out", "c_out")}
+"""The tensor names of an rnn gate piece's LSTM state: inputs ``h`` and ``c`` beside the feature map ``x``, outputs
+``h_out`` and ``c_out`` beside the logits (the names of the converted model's signature). The state is held on the
+fixed int8 grids ``ranges["gate_h"]`` / ``ranges["gate_c"]`` on both sides, so that one gate's state outputs are
+the next gate's inputs without requantisation; the first gate reads zeros (exactly 0 on both grids)."""
 
 
 def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, tuple[float, float]],
@@ -145,7 +153,8 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
     Args:
       cfg: the model config (ResNet; DenseNet export is not implemented yet).
       model: the trained float model (any budget/cost variant: weights are read by layer name).
-      ranges: fixed float range of each feature edge: ``image`` and ``stage0``..``stage2``.
+      ranges: fixed float range of each feature edge: ``image`` and ``stage0``..``stage2``; with rnn gates also
+        their LSTM state's, ``gate_h`` and ``gate_c`` (``STATE_IO``).
       mean, std: the input normalisation (per channel, on the 0..255 scale).
       inner: the activation ranges of a QAT model by layer name (``ddi_tf.quant.qat.activation_ranges``), imposed
         on the matching tensors inside the pieces so that int8 computes what the QAT model simulated; None
@@ -156,8 +165,9 @@ def build_piece_models(cfg: ModelConfig, model: keras.Model, ranges: dict[str, t
     """
     if cfg.backbone not in ("resnet", "densenet"):
         raise ExportError(f"no export for the {cfg.backbone!r} backbone")
-    if cfg.gate_type == "rnn":
-        raise ExportError("export supports ff gates and static models so far (rnn gate state is not exported)")
+    if cfg.gate_type == "rnn" and not {"gate_h", "gate_c"} <= set(ranges):
+        raise ExportError("rnn gates need the fixed ranges of their LSTM state (ranges 'gate_h' and 'gate_c', "
+                          "from ddi_tf.deploy.calibrate.calibrate_gate_state)")
     if exit_pool not in EXIT_POOLS:
         raise ExportError(f"exit_pool {exit_pool!r} is not one of {', '.join(EXIT_POOLS)}")
     if gate_pool not in GATE_POOLS:
@@ -299,10 +309,43 @@ class _PieceBuilder:
         if self.gate_pool == "average":  # the mean of the map stays in the edge's range: keep its scale (as
             h = FixedRange(*self.ranges[edge], name="pool_range")(h)  # AVERAGE_POOL_2D does), then QAT's range
         h = fq(h, names.gate(b, "pool"))
+        if self.cfg.gate_type == "rnn":
+            return self._rnn_gate(piece, x, h, edge, feeds)
         h = fq(keras.layers.ReLU()(_dense(h, self.model, names.gate(b, "fc1"))), names.gate(b, "fc1"))
         logits = fq(_dense(h, self.model, names.gate(b, "fc2")), names.gate(b, "fc2"))
         return PieceModel(piece.name, "run", keras.Model(x, logits), edge, None, feeds,
                           global_probe=self.gate_pool == "average")
+
+    def _rnn_gate(self, piece: Piece, x, pooled, edge: str, feeds: str | None) -> PieceModel:
+        """SkipNet's shared-LSTM gate as a piece: the pooled map's projection and the previous gate's state
+        (``STATE_IO``) through the shared LSTM's affine (one FULLY_CONNECTED), its cell (``LSTMCellOps``' arithmetic,
+        with the new c on its int8 grid before the tanh that makes h, as the next gate reads it), and the shared
+        output layer; the new state leaves on the same fixed grids it came in on."""
+        b, fq, units = piece.index, self.fq, self.cfg.gate_hidden
+        h_name, c_name = STATE_IO["inputs"]
+        h_in = keras.Input((units,), batch_size=1, name=h_name)
+        c_in = keras.Input((units,), batch_size=1, name=c_name)
+        h_prev = FixedRange(*self.ranges["gate_h"], name="h_range")(h_in)
+        c_prev = FixedRange(*self.ranges["gate_c"], name="c_range")(c_in)
+        proj = fq(keras.layers.ReLU()(_dense(pooled, self.model, names.gate(b, "proj"))), names.gate(b, "proj"))
+        z = fq(_dense(keras.layers.Concatenate()([proj, h_prev]), self.model, "gate_lstm"), "gate_lstm")
+        i, f, g, o = keras.layers.Lambda(lambda t: tf.split(t, 4, axis=-1))(z)
+        sig = keras.layers.Activation("sigmoid")
+        c_new = keras.layers.Add()([keras.layers.Multiply()([sig(f), c_prev]),
+                                    keras.layers.Multiply()([sig(i), keras.layers.Activation("tanh")(g)])])
+        c_out = FixedRange(*self.ranges["gate_c"], name=STATE_IO["outputs"][1])(c_new)
+        gate_o, cell = sig(o), keras.layers.Activation("tanh")(c_out)
+        h_new = keras.layers.Multiply()([gate_o, cell])
+        h_out = FixedRange(*self.ranges["gate_h"], name=STATE_IO["outputs"][0])(h_new)
+        # The output layer reads h_out + 0 * h_prev, an ADD the converter cannot fold (two MUL/ADD ops on H values,
+        # no MACs): a FULLY_CONNECTED reading the pinned h_out itself gets its bias quantised with h_out's observed
+        # range, not its pinned one (the bias-scale check fails: h stays well inside (-1, 1)); the ADD's output is
+        # requantised to its observed range, so the bias and the FC's input agree. (A MUL by a constant is folded
+        # into the FC; reading the unpinned h leaves the state's branch in float.)
+        h_fc = keras.layers.Add()([h_out, keras.layers.Lambda(lambda t: t * 0.0)(h_prev)])
+        logits = fq(_dense(h_fc, self.model, "gate_out"), "gate_out")
+        return PieceModel(piece.name, "run", keras.Model([x, h_in, c_in], [logits, h_out, c_out]), edge, None,
+                          feeds, global_probe=self.gate_pool == "average", stateful=True)
 
     def block_option(self, piece: Piece, option: Option, in_edge: str, out_edge: str,
                      feeds: str | None) -> PieceModel:

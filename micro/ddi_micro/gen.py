@@ -53,6 +53,10 @@ def load_manifest(model_dir: str) -> dict:
     for p in manifest["pieces"]:
         if p["kind"] not in KINDS:
             raise GenError(f"{model_dir}/manifest.json: piece {p['name']} has unknown kind {p['kind']!r}")
+    if "gate_state" in manifest:
+        raise GenError(f"{model_dir}: rnn gates (an LSTM state carried between gate pieces) are not supported on "
+                       "the MCU path yet: the C core and the TFLM glue pass one tensor per piece; export ff gates "
+                       "(--gate_type=ff) for TensorFlow Lite Micro, or run this export with ddi_runtime")
     return manifest
 
 

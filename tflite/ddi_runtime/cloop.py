@@ -137,6 +137,9 @@ class CLoop:
     def __init__(self, manifest: dict, interps: dict, delegate: str, num_exits: int):
         if _cloop is None:
             raise CLoopUnavailableError(f"the extension ddi_runtime._cloop is not built ({IMPORT_ERROR})")
+        if "gate_state" in manifest:
+            raise CLoopUnavailableError("rnn gates (an LSTM state carried between gate pieces) run on the Python "
+                                        "loop only so far")
         direct = delegate != "edgetpu" and os.environ.get("DDI_CLOOP_INVOKE", "") != "python"
         pieces, runners, exit_sizes = [], [], set()
         try:

@@ -76,3 +76,26 @@ def make_interpreter(backend: str, model_path: str, threads: int = 1, delegate: 
     interp = interpreter_cls(**kwargs)
     interp.allocate_tensors()
     return interp
+
+
+STATE_INPUTS, STATE_OUTPUTS = ("h", "c"), ("h_out", "c_out")
+"""An rnn gate piece's LSTM state tensors by signature name (``ddi_tf.deploy.pieces.STATE_IO``)."""
+
+
+def piece_io(interp: Any) -> tuple[int, int, tuple[int, int, int, int] | None]:
+    """(input index, output index, state) of a piece interpreter: its one input and output, or for an rnn gate
+    piece (several inputs) the feature map ``x`` and the logits, and ``state`` = the indices of ``h``, ``c``,
+    ``h_out``, ``c_out`` from the model's signature (None for any other piece)."""
+    inputs, outputs = interp.get_input_details(), interp.get_output_details()
+    if len(inputs) == 1 and len(outputs) == 1:
+        return inputs[0]["index"], outputs[0]["index"], None
+    sigs = interp._get_full_signature_list()  # noqa: SLF001 - LiteRT and tflite-runtime both have it
+    if len(sigs) != 1:
+        raise ValueError(f"a piece with {len(inputs)} inputs needs one signature, found {len(sigs)}")
+    (sig,) = sigs.values()
+    ins, outs = sig["inputs"], sig["outputs"]
+    logits = [k for k in outs if k not in STATE_OUTPUTS]
+    if sorted(ins) != sorted(("x", *STATE_INPUTS)) or sorted(set(outs) - set(logits)) != sorted(STATE_OUTPUTS) \
+            or len(logits) != 1:
+        raise ValueError(f"not an rnn gate piece: signature inputs {sorted(ins)}, outputs {sorted(outs)}")
+    return ins["x"], outs[logits[0]], (ins["h"], ins["c"], outs["h_out"], outs["c_out"])

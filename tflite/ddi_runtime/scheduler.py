@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ddi_runtime import cloop
-from ddi_runtime.interpreters import choose_backend, make_interpreter
+from ddi_runtime.interpreters import choose_backend, make_interpreter, piece_io
 from ddi_runtime.latency import load_latency_table
 from ddi_runtime.manifest import ModelError, load_manifest
 
@@ -118,6 +118,10 @@ class Scheduler:
         self.backend = choose_backend(interpreter)
         self.delegate = delegate
         self.interps = {}
+        self.state_io: dict[int, tuple[int, int, int, int]] = {}  # rnn gates: id(interpreter) -> state indices
+        grids = self.manifest.get("gate_state")
+        self.initial_state = None if grids is None else tuple(
+            np.full((1, int(grids["units"])), grids[k]["zero_point"], np.int8) for k in ("h", "c"))  # exactly 0
         for p in self.manifest["pieces"]:
             for o in p["options"]:
                 if o["identity"]:
@@ -128,8 +132,13 @@ class Scheduler:
                     if "edgetpu" in str(e).lower() or "Edge TPU" in str(e):
                         raise
                     raise ModelError(f"{o['file']} is not a loadable .tflite model: {e}") from e
-                self.interps[(p["name"], o["name"])] = (interp, interp.get_input_details()[0]["index"],
-                                                        interp.get_output_details()[0]["index"])
+                try:
+                    i, out, state = piece_io(interp)
+                except ValueError as e:
+                    raise ModelError(f"{o['file']}: {e}") from e
+                self.interps[(p["name"], o["name"])] = (interp, i, out)
+                if state is not None:
+                    self.state_io[id(interp)] = state
         self.latency: dict[tuple[str, str], float] | None = None
         table = latency_table or os.path.join(model_dir, "latency.json")
         if latency_table or os.path.exists(table):
@@ -263,6 +272,7 @@ class Scheduler:
         spent, macs, option, j, exit_j, halted = 0.0, 0.0, None, 0, -1, False
         decisions, exit_logits = [], []
         pending = None  # a deferred exit: (index, its runner, its input, cost, MACs)
+        state = self.initial_state  # rnn gates: the int8 LSTM state (h, c) carried from gate to gate
         held = 0.0  # the deferred exit's cost, reserved while it is pending
         for kind_p, first, opts, c, reserve, ahead in self._flat:
             if kind_p == "block":
@@ -300,7 +310,14 @@ class Scheduler:
             interp, i, o = opts[0][1]
             ti = clock()
             interp.set_tensor(i, x)
-            interp.invoke()
+            if state is not None and kind_p == "gate":
+                h_in, c_in, h_out, c_out = self.state_io[id(interp)]
+                interp.set_tensor(h_in, state[0])
+                interp.set_tensor(c_in, state[1])
+                interp.invoke()
+                state = (interp.get_tensor(h_out), interp.get_tensor(c_out))
+            else:
+                interp.invoke()
             y = interp.get_tensor(o)
             invoke_s += clock() - ti
             spent += c[0]
@@ -342,7 +359,8 @@ class Scheduler:
                 if o["identity"]:
                     continue
                 interp, i, out = self.interps[(p["name"], o["name"])]
-                x = rng.integers(-128, 128, size=interp.get_input_details()[0]["shape"], dtype=np.int8)
+                shape = next(d["shape"] for d in interp.get_input_details() if d["index"] == i)
+                x = rng.integers(-128, 128, size=shape, dtype=np.int8)
                 jobs.append(((p["name"], o["name"]), interp, i, out, x, []))
         for r in range(repeats + 3):
             for _, interp, i, out, x, times in jobs:
